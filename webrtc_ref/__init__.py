@@ -1,0 +1,44 @@
+"""webrtc_ref: a reference implementation of the Gradio ``WebRTC`` streaming component.
+
+Public API::
+
+    from webrtc_ref import WebRTC, StreamHandler, ReplyOnPause, AdditionalOutputs
+    from webrtc_ref import AlgoOptions, SileroVadOptions
+
+Names are imported lazily, so ``import webrtc_ref`` does not import Gradio or aiortc.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from webrtc_ref._version import __version__
+
+if TYPE_CHECKING:
+    from webrtc_ref.handlers import StreamHandler
+    from webrtc_ref.outputs import AdditionalOutputs
+
+_EXPORTS: dict[str, str] = {
+    "StreamHandler": "webrtc_ref.handlers",
+    "AdditionalOutputs": "webrtc_ref.outputs",
+}
+
+__all__ = [
+    "AdditionalOutputs",
+    "StreamHandler",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'webrtc_ref' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,42 @@
+"""The demo apps: every example of the user guide, completed with offline processing.
+
+Each demo is a module with a ``build() -> gradio.Blocks`` function. ``webrtc-ref demo NAME``
+launches one; ``build_demo(NAME)`` builds it for tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A demo: the module that builds it and a one-line description."""
+
+    module: str
+    description: str
+
+
+DEMOS: dict[str, Demo] = {
+    "all": Demo("webrtc_ref.demos.index", "a page with one of each demo"),
+}
+
+DEFAULT_DEMO = "all"
+
+
+class UnknownDemoError(ValueError):
+    """Raised for a demo name that is not in :data:`DEMOS`."""
+
+
+def build_demo(name: str) -> gr.Blocks:
+    """Build the demo called ``name``; raise :class:`UnknownDemoError` listing valid names."""
+    demo = DEMOS.get(name)
+    if demo is None:
+        valid = ", ".join(DEMOS)
+        raise UnknownDemoError(f"unknown demo {name!r}; valid demos: {valid}")
+    return importlib.import_module(demo.module).build()

@@ -1,0 +1,66 @@
+"""The package imports, the command line works, and the demo app serves its page."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+import webrtc_ref
+from webrtc_ref.cli import main
+from webrtc_ref.demos import DEMOS, UnknownDemoError, build_demo
+from webrtc_ref.testing import launched
+
+
+def test_import_is_light() -> None:
+    """Importing the package does not import Gradio or aiortc (public names load lazily)."""
+    code = (
+        "import sys, webrtc_ref; print(sorted(m for m in ('gradio', 'aiortc') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_version_matches_metadata() -> None:
+    from importlib.metadata import version
+
+    assert webrtc_ref.__version__ == version("webrtc-ref")
+
+
+def test_unknown_attribute_raises() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        webrtc_ref.Nope  # noqa: B018
+
+
+def test_console_script_help() -> None:
+    out = subprocess.run(["webrtc-ref", "--help"], capture_output=True, text=True, check=True)
+    assert "demo" in out.stdout
+    out = subprocess.run(["webrtc-ref", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"webrtc-ref {webrtc_ref.__version__}"
+
+
+def test_demo_list_names_every_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list(DEMOS)
+
+
+def test_unknown_demo_lists_valid_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "no-such-demo"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown demo 'no-such-demo'" in err
+    for name in DEMOS:
+        assert name in err
+    with pytest.raises(UnknownDemoError):
+        build_demo("no-such-demo")
+
+
+@pytest.mark.parametrize("name", list(DEMOS))
+def test_demo_serves_page(name: str) -> None:
+    """Each demo builds and answers HTTP 200 on / when launched on a loopback port."""
+    app = build_demo(name)
+    with launched(app) as url, urllib.request.urlopen(url + "/", timeout=10) as response:
+        assert response.status == 200
+        assert b"<html" in response.read(4096).lower()
