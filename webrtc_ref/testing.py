@@ -20,6 +20,27 @@ if TYPE_CHECKING:
 TIMEOUT_SCALE = float(os.environ.get("WEBRTC_REF_TIMEOUT_SCALE", "1"))
 
 
+@contextlib.contextmanager
+def loopback_ice() -> Iterator[None]:
+    """Make every aiortc peer in this process gather ICE host candidates on 127.0.0.1 only.
+
+    Tests keep all media on the loopback interface this way; production servers gather
+    on every interface, as clients on other machines need.
+    """
+    import aioice.ice
+
+    original = aioice.ice.get_host_addresses
+
+    def loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return ["127.0.0.1"] if use_ipv4 else []
+
+    aioice.ice.get_host_addresses = loopback
+    try:
+        yield
+    finally:
+        aioice.ice.get_host_addresses = original
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port that is free on ``host`` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -71,3 +92,100 @@ async def async_wait_until(
                 f"timed out after {timeout * TIMEOUT_SCALE:.1f} s waiting for {what}"
             )
         await asyncio.sleep(0.01)
+
+
+class ClientPeer:
+    """A browser stand-in: a real aiortc peer speaking webrtc_ref's signalling protocol.
+
+    It creates the ``"text"`` data channel first (as the browser client does), adds
+    ``send`` as its outgoing track or a receive-only transceiver for ``receive``, gathers
+    ICE completely and posts the offer through ``signal`` (any async callable taking the
+    offer body and returning the reply: ``StreamServer.offer`` in-process, or an HTTP
+    call to the component server route). Data-channel messages are recorded in
+    ``messages``; the first remote track is ``remote``.
+    """
+
+    def __init__(
+        self,
+        *,
+        send: object | None = None,
+        receive: str | None = None,
+        data_channel: bool = True,
+        webrtc_id: str | None = None,
+    ) -> None:
+        import secrets
+
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.webrtc_id = webrtc_id or secrets.token_hex(8)
+        self.messages: list[str] = []
+        self.remote: object | None = None
+        self._remote_ready = asyncio.Event()
+        self.channel = self.pc.createDataChannel("text") if data_channel else None
+        if self.channel is not None:
+            self.channel.on("message", self._on_message)
+        if send is not None:
+            self.pc.addTrack(send)  # type: ignore[arg-type]
+        elif receive is not None:
+            self.pc.addTransceiver(receive, direction="recvonly")
+        self.pc.on("track", self._on_track)
+        self.reply: dict[str, object] | None = None
+
+    def _on_message(self, message: object) -> None:
+        if isinstance(message, str):
+            self.messages.append(message)
+
+    def _on_track(self, track: object) -> None:
+        if self.remote is None:
+            self.remote = track
+            self._remote_ready.set()
+
+    async def offer_body(self) -> dict[str, str]:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return {"sdp": self.pc.localDescription.sdp, "type": "offer", "webrtc_id": self.webrtc_id}
+
+    async def connect(
+        self, signal: Callable[[dict[str, str]], Awaitable[dict[str, object]]]
+    ) -> dict[str, object]:
+        """Send the offer; apply the answer if there is one; return the server's reply."""
+        from aiortc import RTCSessionDescription
+
+        reply = await signal(await self.offer_body())
+        self.reply = reply
+        if reply.get("type") == "answer":
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=str(reply["sdp"]), type="answer")
+            )
+        return reply
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        await async_wait_until(
+            lambda: self.pc.connectionState == "connected", timeout, "connectionState connected"
+        )
+
+    async def wait_remote(self, timeout: float = 10.0) -> object:
+        await asyncio.wait_for(self._remote_ready.wait(), timeout * TIMEOUT_SCALE)
+        return self.remote
+
+    def json_messages(self) -> list[dict[str, object]]:
+        import json
+
+        out = []
+        for text in self.messages:
+            if text.startswith("{"):
+                out.append(json.loads(text))
+        return out
+
+    async def wait_message(
+        self, predicate: Callable[[str], bool], timeout: float, what: str
+    ) -> str:
+        await async_wait_until(lambda: any(predicate(m) for m in self.messages), timeout, what)
+        return next(m for m in self.messages if predicate(m))
+
+    def send(self, text: str) -> None:
+        assert self.channel is not None
+        self.channel.send(text)
+
+    async def close(self) -> None:
+        await self.pc.close()

@@ -1,0 +1,324 @@
+"""One peer: its RTCPeerConnection, data channel, runner, tracks and lifecycle.
+
+Every exit (client stop message or close, ICE failure, connect timeout, time limit, user
+error, handler finished, server shutdown) goes through :meth:`Connection.close`, which is
+idempotent: it tells the browser why (``end_stream``), stops the runner (the handler's
+``shutdown`` runs exactly once), closes the peer connection and frees the registry slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from webrtc_ref.handlers import StreamHandler
+from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
+from webrtc_ref.runner import GeneratorRunner, HandlerRunner, Runner, VideoRunner
+from webrtc_ref.signaling import Modality, Mode, Offer
+from webrtc_ref.tracks import OutboundAudioTrack, OutboundVideoTrack
+
+log = logging.getLogger("webrtc_ref.connection")
+
+#: Close reasons, as sent in ``end_stream`` messages.
+CLOSE_REASONS = (
+    "client_closed",
+    "ice_failed",
+    "connect_timeout",
+    "time_limit",
+    "error",
+    "handler_finished",
+    "server_shutdown",
+)
+
+
+#: Seconds between the last frame of a finished receive stream and the end of the
+#: connection, so the browser plays what is still in its jitter buffer.
+FINISH_GRACE = 0.5
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What every connection of one stream event shares."""
+
+    mode: Mode
+    modality: Modality
+    handler: StreamHandler | Callable[..., Any]
+    has_inputs: bool = False
+    time_limit: float | None = None
+    connect_timeout: float = 15.0
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    video_fps: float = 30.0
+
+
+def _ice_configuration(servers: list[dict[str, Any]]) -> RTCConfiguration:
+    """aiortc configuration; no servers by default, so nothing leaves the machine."""
+    return RTCConfiguration(
+        iceServers=[
+            RTCIceServer(
+                urls=server["urls"],
+                username=server.get("username"),
+                credential=server.get("credential"),
+            )
+            for server in servers
+        ]
+    )
+
+
+class Connection:
+    """The server side of one browser connection (see the module docstring)."""
+
+    def __init__(
+        self,
+        webrtc_id: str,
+        spec: StreamSpec,
+        on_closed: Callable[[Connection], None],
+    ) -> None:
+        self.webrtc_id = webrtc_id
+        self.spec = spec
+        self._on_closed = on_closed
+        self._loop = asyncio.get_running_loop()
+        self.pc = RTCPeerConnection(_ice_configuration(spec.ice_servers))
+        self.outputs = OutputQueue()
+        self.channel: RTCDataChannel | None = None
+        self._pending_messages: list[str] = []
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._inbound: MediaStreamTrack | None = None
+        self._closing = False
+        self.closed = asyncio.Event()
+        self.close_reason: str | None = None
+        self.connected_at: float | None = None
+        self.created_at = time.monotonic()
+        self.out_track: OutboundAudioTrack | OutboundVideoTrack | None = None
+        self.runner: Runner = self._make_runner()
+
+    # -- setup -----------------------------------------------------------------------
+    def _make_runner(self) -> Runner:
+        spec = self.spec
+        sends_back = spec.mode in ("send-receive", "receive")
+        if spec.modality == "audio":
+            self.out_track = OutboundAudioTrack(self._loop) if sends_back else None
+        else:
+            self.out_track = (
+                OutboundVideoTrack(self._loop, paced=spec.mode == "receive", fps=spec.video_fps)
+                if sends_back
+                else None
+            )
+        if spec.mode == "receive":
+            assert self.out_track is not None and not isinstance(spec.handler, StreamHandler)
+            return GeneratorRunner(spec.handler, self, self.out_track, has_inputs=spec.has_inputs)
+        if spec.modality == "audio":
+            assert isinstance(spec.handler, StreamHandler)
+            handler = spec.handler.copy()
+            if not isinstance(handler, StreamHandler):
+                raise TypeError(
+                    f"{type(spec.handler).__name__}.copy() must return a StreamHandler; "
+                    f"got {type(handler).__name__}"
+                )
+            handler._attach(self)
+            assert self.out_track is None or isinstance(self.out_track, OutboundAudioTrack)
+            return HandlerRunner(handler, self, self.out_track)
+        assert self.out_track is None or isinstance(self.out_track, OutboundVideoTrack)
+        assert not isinstance(spec.handler, StreamHandler)
+        return VideoRunner(spec.handler, self, self.out_track, has_inputs=spec.has_inputs)
+
+    async def accept(self, offer: Offer) -> str:
+        """Apply the offer, start the runtime and return the answer SDP (ICE gathered)."""
+        pc = self.pc
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+        pc.on("track", self._on_track)
+        if self.out_track is not None:
+            self.out_track.on("ended", self._on_out_track_ended)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        if self.spec.mode == "receive":
+            assert self.out_track is not None
+            pc.addTrack(self.out_track)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self._timers.append(
+            self._loop.call_later(self.spec.connect_timeout, self._connect_timed_out)
+        )
+        if self.spec.has_inputs:
+            self.request_inputs()  # sent as soon as the data channel opens
+        self.runner.start()
+        return pc.localDescription.sdp
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != self.spec.modality or self._inbound is not None:
+            log.info("%s: ignoring extra %s track", self.webrtc_id, track.kind)
+            return
+        self._inbound = track
+        if self.spec.mode == "send-receive" and self.out_track is not None:
+            self.pc.addTrack(self.out_track)
+        self._spawn(self._read(track))
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.runner.deliver(frame)
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if self.channel is not None:
+            return
+        self.channel = channel
+        channel.on("message", self._on_message)
+        channel.on("open", self._flush_messages)
+        self._flush_messages()
+
+    def _on_message(self, message: object) -> None:
+        if not isinstance(message, str) or not message.startswith("{"):
+            return
+        try:
+            data = json.loads(message)
+        except ValueError:
+            return
+        if isinstance(data, dict) and data.get("type") == "stop":
+            self._spawn(self.close("client_closed"))
+
+    async def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        log.debug("%s: connection %s", self.webrtc_id, state)
+        if state == "connected" and self.connected_at is None:
+            self.connected_at = time.monotonic()
+            if self.spec.time_limit is not None:
+                self._timers.append(
+                    self._loop.call_later(
+                        self.spec.time_limit,
+                        lambda: self._spawn(self.close("time_limit")),
+                    )
+                )
+        elif state == "failed":
+            await self.close("ice_failed")
+        elif state == "closed":
+            await self.close("client_closed")
+
+    def _connect_timed_out(self) -> None:
+        if self.connected_at is None:
+            self._spawn(self.close("connect_timeout"))
+
+    def _on_out_track_ended(self) -> None:
+        if self.spec.mode == "receive" and not self._closing:
+            self._spawn(self._finish())
+
+    async def _finish(self) -> None:
+        """The generator is done and its last frame sent: let the browser's jitter
+        buffer play it out before saying goodbye."""
+        await asyncio.sleep(FINISH_GRACE)
+        await self.close("handler_finished")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- messages to the browser (thread-safe) ---------------------------------------
+    def _post(self, text: str) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._send_now, text)
+        except RuntimeError:  # loop closed at interpreter exit
+            pass
+
+    def _send_now(self, text: str) -> None:
+        channel = self.channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(text)
+        elif not self._closing:
+            self._pending_messages.append(text)
+
+    def _flush_messages(self) -> None:
+        channel = self.channel
+        if channel is None or channel.readyState != "open":
+            return
+        pending, self._pending_messages = self._pending_messages, []
+        for text in pending:
+            channel.send(text)
+
+    # -- RuntimeHooks / HandlerContext -----------------------------------------------
+    def request_inputs(self) -> None:
+        self._post("tick")
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        self._post(json.dumps(message, default=str))
+
+    def clear_output(self) -> None:
+        if isinstance(self.out_track, OutboundAudioTrack):
+            self.out_track.clear()
+
+    def additional_outputs(self, outputs: AdditionalOutputs) -> None:
+        self.outputs.put(outputs)
+        self._post("change")
+
+    def user_error(self, where: str, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "%s: error in the stream handler (%s): %s",
+            self.webrtc_id,
+            where,
+            message,
+            exc_info=exc,
+        )
+        self.send_message({"type": "error", "message": message})
+        try:
+            self._loop.call_soon_threadsafe(lambda: self._spawn(self.close("error", message)))
+        except RuntimeError:
+            pass
+
+    # -- inputs ------------------------------------------------------------------------
+    def set_inputs(self, args: list[Any]) -> None:
+        self.runner.set_inputs(args)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def close(self, reason: str, message: str | None = None) -> None:
+        """End this connection for ``reason`` (one of :data:`CLOSE_REASONS`); idempotent."""
+        if self._closing:
+            await self.closed.wait()
+            return
+        self._closing = True
+        self.close_reason = reason
+        log.info("%s: closing (%s)", self.webrtc_id, reason)
+        for timer in self._timers:
+            timer.cancel()
+        try:
+            if reason != "client_closed":
+                await self._say_goodbye(reason, message)
+            if self.out_track is not None:
+                self.out_track.stop()
+            await asyncio.to_thread(self.runner.stop)
+            current = asyncio.current_task()
+            for task in list(self._tasks):
+                if task is not current:
+                    task.cancel()
+            await self.pc.close()
+        finally:
+            self._on_closed(self)
+            self.closed.set()
+
+    async def _say_goodbye(self, reason: str, message: str | None) -> None:
+        """Send ``end_stream`` and give the data channel a moment to deliver it."""
+        channel = self.channel
+        if channel is None or channel.readyState != "open":
+            return
+        payload: dict[str, Any] = {"type": "end_stream", "reason": reason}
+        if message:
+            payload["message"] = message
+        channel.send(json.dumps(payload))
+        deadline = time.monotonic() + 0.5
+        while channel.bufferedAmount and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)

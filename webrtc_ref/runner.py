@@ -1,0 +1,607 @@
+"""Runs user code off the event loop: one set of worker threads per connection.
+
+Three runners adapt the three kinds of stream functions to one small interface
+(``start``, ``deliver``, ``set_inputs``, ``stop``):
+
+- :class:`HandlerRunner` drives a ``StreamHandler`` copy (audio send-receive / send).
+  Sync handlers get two threads, one calling ``receive`` for each 20 ms input block and
+  one calling ``emit``; so the guide's blocking ``emit`` (``Queue.get()``) blocks only its
+  own connection. ``emit`` returning ``None`` costs one call per wake-up: the emit thread
+  sleeps until the next ``receive`` or for one frame period (20 ms), never spinning.
+  Async handlers (``async def receive/emit``) run as two tasks on one private event loop.
+- :class:`VideoRunner` calls ``fn(frame, *inputs)`` for video send-receive / send on one
+  worker thread, always on the newest frame: when ``fn`` is slower than the camera,
+  stale frames are dropped (and counted), so latency stays bounded and order is kept.
+- :class:`GeneratorRunner` runs a receive-mode generator ``fn(*inputs)`` once, pushing
+  what it yields into the outbound track with back-pressure; ``StopIteration`` or a
+  yielded ``None`` ends the stream after the queued media has been sent.
+
+Every user exception goes to ``hooks.user_error`` (logged with its traceback, reported
+to the browser, connection closed); ``stop`` ends the threads and calls the handler's
+``shutdown`` exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
+
+import av
+import numpy as np
+
+from webrtc_ref.frames import (
+    AudioInputConverter,
+    AudioOutputFramer,
+    FrameContractError,
+    array_to_video_frame,
+    split_output,
+    video_frame_to_array,
+)
+from webrtc_ref.handlers import StreamHandler
+from webrtc_ref.outputs import AdditionalOutputs
+from webrtc_ref.tracks import OutboundAudioTrack, OutboundVideoTrack
+
+log = logging.getLogger("webrtc_ref.runner")
+
+#: Rate and layout of audio handed to aiortc: Opus' own, so its resampler is a pass-through.
+OUTPUT_RATE = 48_000
+OUTPUT_LAYOUT: Literal["mono", "stereo"] = "stereo"
+FRAME_PERIOD = 0.02
+#: Samples of silence (at OUTPUT_RATE) closing a finished receive-mode audio stream.
+END_PADDING = OUTPUT_RATE // 10
+#: Input blocks waiting for a slow ``receive`` before the oldest are dropped (1 s).
+INPUT_BACKLOG = 50
+#: How long a receive-mode generator waits for its input values before failing.
+INPUTS_TIMEOUT = 10.0
+#: How long ``stop`` waits for a worker thread blocked in user code.
+JOIN_TIMEOUT = 2.0
+
+
+class RuntimeHooks(Protocol):
+    """What a connection offers its runner. Every method is thread-safe."""
+
+    webrtc_id: str
+
+    def request_inputs(self) -> None:
+        """Ask the browser for the inputs' current values (data channel ``"tick"``)."""
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        """Send a JSON message to the browser."""
+
+    def clear_output(self) -> None:
+        """Drop output audio emitted but not yet sent."""
+
+    def additional_outputs(self, outputs: AdditionalOutputs) -> None:
+        """Queue additional outputs and tell the browser (``"change"``)."""
+
+    def user_error(self, where: str, exc: BaseException) -> None:
+        """User code raised: log, report to the browser, close this connection."""
+
+
+class Runner(ABC):
+    """The per-connection runtime of one stream function."""
+
+    def __init__(self, hooks: RuntimeHooks) -> None:
+        self.hooks = hooks
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
+        self._stop_lock = threading.Lock()
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the worker threads."""
+
+    def deliver(self, item: Any) -> None:
+        """Hand over one input frame (called on the event loop; never blocks)."""
+
+    @abstractmethod
+    def set_inputs(self, args: list[Any]) -> None:
+        """New values of the stream's other inputs (any thread)."""
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(
+            target=self._guard(target, name), name=f"{name}-{self.hooks.webrtc_id}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _guard(self, target: Callable[[], None], where: str) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                if not self._stopping.is_set():
+                    self.hooks.user_error(where, exc)
+
+        return run
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        """End the worker threads and release user resources; idempotent, blocking."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._stopping.set()
+        self._wake()
+        current = threading.current_thread()
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        for thread in self._threads:
+            if thread is not current:
+                thread.join(max(0.0, min(0.2, deadline - time.monotonic())))
+        self._shutdown_user_code()
+        for thread in self._threads:
+            if thread is not current and thread.is_alive():
+                self._unblock()
+                thread.join(max(0.0, deadline - time.monotonic()))
+        for thread in self._threads:
+            if thread is not current and thread.is_alive():
+                log.warning(
+                    "%s: worker %s is still blocked in user code after the connection "
+                    "closed; it exits when that call returns",
+                    self.hooks.webrtc_id,
+                    thread.name,
+                )
+
+    def _wake(self) -> None:
+        """Wake worker threads waiting for work (they then see ``stopping``)."""
+
+    def _shutdown_user_code(self) -> None:
+        """Call the user's cleanup hook, once."""
+
+    def _unblock(self) -> None:
+        """Best effort to release a worker blocked in user code."""
+
+    @property
+    def alive_threads(self) -> int:
+        return sum(t.is_alive() for t in self._threads)
+
+
+def _is_async_callable(fn: Any) -> bool:
+    """True for coroutine functions, also behind partials and callable objects."""
+    while hasattr(fn, "func"):  # functools.partial
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004
+    return call is not None and (
+        inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+    )
+
+
+class _InputBacklog:
+    """Input frames waiting for a worker: bounded, drops the oldest when full."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: collections.deque[Any] = collections.deque(maxlen=capacity)
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            if len(self._items) == self._items.maxlen:
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def take(self, stopping: threading.Event, newest_only: bool = False) -> Any | None:
+        """Wait for an item (``None`` once ``stopping``); ``newest_only`` drops older ones."""
+        with self._cond:
+            while not self._items:
+                if stopping.is_set():
+                    return None
+                self._cond.wait(0.5)
+            if stopping.is_set():
+                return None
+            if newest_only:
+                self.dropped += len(self._items) - 1
+                item = self._items.pop()
+                self._items.clear()
+                return item
+            return self._items.popleft()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+class _AudioSink:
+    """Frames handler audio for the outbound track (or discards it in send mode)."""
+
+    def __init__(self, runner: Runner, track: OutboundAudioTrack | None) -> None:
+        self._runner = runner
+        self._track = track
+        self._framer = AudioOutputFramer(sample_rate=OUTPUT_RATE, layout=OUTPUT_LAYOUT)
+        self._last_push = 0.0
+        self._warned = False
+
+    def push(self, media: Any) -> None:
+        if self._track is None:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "%s: audio emitted in mode 'send' is discarded (nothing is sent back)",
+                    self._runner.hooks.webrtc_id,
+                )
+            return
+        self._send(self._framer.push(media))
+        self._last_push = time.monotonic()
+
+    def idle(self) -> None:
+        """Nothing new from the handler: flush a held-back tail once a frame period passed."""
+        if (
+            self._track is not None
+            and self._framer.pending_samples
+            and time.monotonic() - self._last_push >= FRAME_PERIOD
+        ):
+            self._send(self._framer.flush())
+
+    def flush(self) -> None:
+        if self._track is not None:
+            self._send(self._framer.flush())
+
+    def _send(self, frames: list[av.AudioFrame]) -> None:
+        assert self._track is not None
+        for frame in frames:
+            while not self._track.push(frame, timeout=0.25):
+                if self._runner.stopping or self._track.readyState != "live":
+                    return
+
+
+def _deliver_outputs(hooks: RuntimeHooks, item: Any) -> Any:
+    """Split a handler result; queue its additional outputs; return its media (or None)."""
+    media, outputs = split_output(item)
+    if outputs is not None:
+        hooks.additional_outputs(outputs)
+    return media
+
+
+class HandlerRunner(Runner):
+    """Drives one ``StreamHandler`` copy (see the module docstring)."""
+
+    def __init__(
+        self,
+        handler: StreamHandler,
+        hooks: RuntimeHooks,
+        audio_out: OutboundAudioTrack | None,
+    ) -> None:
+        super().__init__(hooks)
+        self.handler = handler
+        self._converter = AudioInputConverter(
+            sample_rate=handler.input_sample_rate, layout=handler.expected_layout
+        )
+        self._backlog = _InputBacklog(INPUT_BACKLOG)
+        self._sink = _AudioSink(self, audio_out)
+        self._wakeup = threading.Event()
+        self._async = _is_async_callable(handler.receive) or _is_async_callable(handler.emit)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._async_wakeup: asyncio.Event | None = None
+        self.emit_calls = 0
+        self.receive_calls = 0
+
+    def start(self) -> None:
+        if self._async:
+            self._spawn(self._run_async, "handler")
+        else:
+            self._spawn(self._receive_loop, "receive")
+            self._spawn(self._emit_loop, "emit")
+
+    def deliver(self, item: Any) -> None:
+        self._backlog.put(item)
+
+    def set_inputs(self, args: list[Any]) -> None:
+        self.handler.set_args(list(args))
+
+    # -- sync handlers -------------------------------------------------------------
+    def _receive_loop(self) -> None:
+        while True:
+            frame = self._backlog.take(self._stopping)
+            if frame is None:
+                return
+            for block in self._converter.convert(frame):
+                self.handler.receive(block)
+                self.receive_calls += 1
+            self._wakeup.set()
+
+    def _emit_loop(self) -> None:
+        while not self._stopping.is_set():
+            item = self.handler.emit()
+            self.emit_calls += 1
+            if self._stopping.is_set():
+                return
+            if item is None:
+                self._sink.idle()
+                self._wakeup.wait(FRAME_PERIOD)
+                self._wakeup.clear()
+                continue
+            self._handle(item)
+
+    def _handle(self, item: Any) -> None:
+        media = _deliver_outputs(self.hooks, item)
+        if media is not None:
+            self._sink.push(media)
+
+    # -- async handlers ------------------------------------------------------------
+    def _run_async(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._amain())
+        finally:
+            loop.close()
+
+    async def _amain(self) -> None:
+        self._async_wakeup = asyncio.Event()
+        tasks = [
+            asyncio.ensure_future(self._areceive()),
+            asyncio.ensure_future(self._aemit()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _areceive(self) -> None:
+        assert self._async_wakeup is not None
+        while not self._stopping.is_set():
+            frame = await asyncio.to_thread(self._backlog.take, self._stopping)
+            if frame is None:
+                return
+            for block in self._converter.convert(frame):
+                result = self.handler.receive(block)
+                if inspect.isawaitable(result):
+                    await result
+                self.receive_calls += 1
+            self._async_wakeup.set()
+
+    async def _aemit(self) -> None:
+        assert self._async_wakeup is not None
+        while not self._stopping.is_set():
+            item = self.handler.emit()
+            if inspect.isawaitable(item):
+                item = await item
+            self.emit_calls += 1
+            if item is None:
+                self._sink.idle()
+                try:
+                    await asyncio.wait_for(self._async_wakeup.wait(), FRAME_PERIOD)
+                except asyncio.TimeoutError:
+                    pass
+                self._async_wakeup.clear()
+                continue
+            media = _deliver_outputs(self.hooks, item)
+            if media is not None:
+                await asyncio.to_thread(self._sink.push, media)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def _wake(self) -> None:
+        self._backlog.wake()
+        self._wakeup.set()
+        loop, event = self._loop, self._async_wakeup
+        if loop is not None and event is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:
+                pass
+
+    def _shutdown_user_code(self) -> None:
+        try:
+            result: Any = self.handler.shutdown()  # type: ignore[func-returns-value]
+            if inspect.isawaitable(result):
+                asyncio.run(_as_coroutine(result))
+        except Exception:
+            log.exception("%s: StreamHandler.shutdown() raised", self.hooks.webrtc_id)
+        finally:
+            self.handler._detach()
+
+    def _unblock(self) -> None:
+        # The guide's EchoHandler blocks in ``Queue.get()``; a None wakes it, and the
+        # emit loop then sees ``stopping`` and exits instead of leaking its thread.
+        for value in vars(self.handler).values():
+            if isinstance(value, queue.Queue):
+                try:
+                    value.put_nowait(None)
+                except queue.Full:
+                    pass
+
+
+async def _as_coroutine(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class _PrivateLoop:
+    """An event loop owned by one worker thread, for ``async def`` user functions."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, awaitable: Any) -> Any:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(_as_coroutine(awaitable))
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+
+class VideoRunner(Runner):
+    """Calls ``fn(frame_rgb, *inputs)`` on the newest input frame (see module docstring).
+
+    Until the inputs' values first arrive (when the stream has other inputs), frames are
+    sent back unchanged, as gradio_webrtc does.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        hooks: RuntimeHooks,
+        video_out: OutboundVideoTrack | None,
+        *,
+        has_inputs: bool,
+    ) -> None:
+        super().__init__(hooks)
+        self.fn = fn
+        self._out = video_out
+        self._backlog = _InputBacklog(2)
+        self._inputs: list[Any] | None = None if has_inputs else []
+        self.calls = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._backlog.dropped
+
+    def start(self) -> None:
+        self._spawn(self._loop, "video")
+
+    def deliver(self, item: Any) -> None:
+        self._backlog.put(item)
+
+    def set_inputs(self, args: list[Any]) -> None:
+        self._inputs = list(args)
+
+    def _wake(self) -> None:
+        self._backlog.wake()
+
+    def _loop(self) -> None:
+        private = _PrivateLoop()
+        try:
+            while True:
+                frame = self._backlog.take(self._stopping, newest_only=True)
+                if frame is None:
+                    return
+                inputs = self._inputs
+                if inputs is None:
+                    if self._out is not None:
+                        self._out.push(frame)
+                    continue
+                result = self.fn(video_frame_to_array(frame), *inputs)
+                if inspect.isawaitable(result):
+                    result = private.run(result)
+                self.calls += 1
+                media = _deliver_outputs(self.hooks, result)
+                if media is None or self._out is None:
+                    continue
+                out = array_to_video_frame(media)
+                out.pts = frame.pts
+                out.time_base = frame.time_base
+                self._out.push(out)
+        finally:
+            private.close()
+
+
+class GeneratorRunner(Runner):
+    """Runs a receive-mode generator once and streams what it yields."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        hooks: RuntimeHooks,
+        out: OutboundAudioTrack | OutboundVideoTrack,
+        *,
+        has_inputs: bool,
+        inputs_timeout: float = INPUTS_TIMEOUT,
+    ) -> None:
+        super().__init__(hooks)
+        self.fn = fn
+        self._out = out
+        self._has_inputs = has_inputs
+        self._inputs_timeout = inputs_timeout
+        self._inputs: list[Any] = []
+        self._inputs_ready = threading.Event()
+        if not has_inputs:
+            self._inputs_ready.set()
+        self._audio = _AudioSink(self, out) if isinstance(out, OutboundAudioTrack) else None
+        self.items = 0
+
+    def start(self) -> None:
+        self._spawn(self._run, "generator")
+
+    def set_inputs(self, args: list[Any]) -> None:
+        if not self._inputs_ready.is_set():
+            self._inputs = list(args)
+            self._inputs_ready.set()
+
+    def _wake(self) -> None:
+        self._inputs_ready.set()
+        self._out.finish()
+
+    def _run(self) -> None:
+        if not self._inputs_ready.wait(self._inputs_timeout):
+            raise TimeoutError(
+                f"the stream's input values did not arrive within {self._inputs_timeout:g} s "
+                "(the browser never answered the 'tick' request)"
+            )
+        if self._stopping.is_set():
+            return
+        produced = self.fn(*self._inputs)
+        private = _PrivateLoop()
+        try:
+            if inspect.isasyncgen(produced):
+                while not self._stopping.is_set():
+                    try:
+                        item = private.run(produced.__anext__())
+                    except StopAsyncIteration:
+                        break
+                    if not self._emit(item):
+                        break
+                private.run(produced.aclose())
+            elif inspect.isgenerator(produced) or hasattr(produced, "__next__"):
+                try:
+                    for item in produced:
+                        if self._stopping.is_set() or not self._emit(item):
+                            break
+                finally:
+                    close = getattr(produced, "close", None)
+                    if close is not None:
+                        close()
+            else:
+                raise FrameContractError(
+                    "a receive-mode stream function must be a generator (use 'yield'); "
+                    f"got a call returning {type(produced).__name__}"
+                )
+            if self._audio is not None and not self._stopping.is_set():
+                self._audio.flush()
+                # Trailing silence lets receivers that hold packets back (aiortc's
+                # jitter buffer keeps 4) play the last sound before the stream ends.
+                self._audio.push((OUTPUT_RATE, np.zeros((1, END_PADDING), np.int16)))
+                self._audio.flush()
+        finally:
+            private.close()
+            self._out.finish()
+
+    def _emit(self, item: Any) -> bool:
+        """Send one yielded item; False when the stream should end (a yielded None)."""
+        if item is None:
+            return False
+        self.items += 1
+        media = _deliver_outputs(self.hooks, item)
+        if media is None:
+            return True
+        if self._audio is not None:
+            self._audio.push(media)
+        else:
+            out = self._out
+            assert isinstance(out, OutboundVideoTrack)
+            frame = array_to_video_frame(media)
+            while not out.push(frame, timeout=0.25):
+                if self._stopping.is_set():
+                    return False
+        return True
