@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,29 @@ def _ice_configuration(servers: list[dict[str, Any]]) -> RTCConfiguration:
             for server in servers
         ]
     )
+
+
+async def _in_thread(fn: Callable[[], None], name: str) -> None:
+    """Run blocking ``fn`` on a new thread and await it (works while the event loop's
+    default executor is shutting down, e.g. when the server stops)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            fn()
+        finally:
+            try:
+                loop.call_soon_threadsafe(finish)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    await done
 
 
 class Connection:
@@ -149,6 +173,7 @@ class Connection:
             assert self.out_track is not None
             pc.addTrack(self.out_track)
         await pc.setLocalDescription(await pc.createAnswer())
+        self._watch_transports()
         self._timers.append(
             self._loop.call_later(self.spec.connect_timeout, self._connect_timed_out)
         )
@@ -156,6 +181,24 @@ class Connection:
             self.request_inputs()  # sent as soon as the data channel opens
         self.runner.start()
         return pc.localDescription.sdp
+
+    def _watch_transports(self) -> None:
+        """aiortc does not turn a DTLS close (the browser closed its peer connection)
+        into a connection state change; watch the transports directly."""
+        transports = {id(t.sender.transport): t.sender.transport for t in self.pc.getTransceivers()}
+        if self.pc.sctp is not None:
+            transports[id(self.pc.sctp.transport)] = self.pc.sctp.transport
+        for transport in transports.values():
+            transport.on("statechange", self._on_transport_state)
+
+    def _on_transport_state(self) -> None:
+        transports = [t.sender.transport for t in self.pc.getTransceivers()]
+        if self.pc.sctp is not None:
+            transports.append(self.pc.sctp.transport)
+        states = {t.state for t in transports}
+        if not self._closing and states & {"closed", "failed"}:
+            reason = "ice_failed" if "failed" in states else "client_closed"
+            self._spawn(self.close(reason))
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != self.spec.modality or self._inbound is not None:
@@ -180,7 +223,12 @@ class Connection:
         self.channel = channel
         channel.on("message", self._on_message)
         channel.on("open", self._flush_messages)
+        channel.on("close", self._on_channel_closed)
         self._flush_messages()
+
+    def _on_channel_closed(self) -> None:
+        if not self._closing:
+            self._spawn(self.close("client_closed"))
 
     def _on_message(self, message: object) -> None:
         if not isinstance(message, str) or not message.startswith("{"):
@@ -300,7 +348,7 @@ class Connection:
                 await self._say_goodbye(reason, message)
             if self.out_track is not None:
                 self.out_track.stop()
-            await asyncio.to_thread(self.runner.stop)
+            await _in_thread(self.runner.stop, f"close-{self.webrtc_id}")
             current = asyncio.current_task()
             for task in list(self._tasks):
                 if task is not current:

@@ -106,7 +106,7 @@ class StreamHandler(ABC):
     def copy(self) -> StreamHandler:
         """Return a fresh handler for a new connection."""
 
-    def shutdown(self) -> None:  # noqa: B027 - optional hook
+    def shutdown(self) -> None:
         """Release resources; called once when the connection ends."""
 
     # -- provided by the runtime ----------------------------------------------------

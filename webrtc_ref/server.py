@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from webrtc_ref.connection import Connection, StreamSpec
 from webrtc_ref.handlers import StreamHandler
-from webrtc_ref.outputs import AdditionalOutputs
+from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.registry import Registry
 from webrtc_ref.signaling import (
     HANDLER_ERROR,
@@ -45,6 +46,9 @@ from webrtc_ref.signaling import (
 )
 
 log = logging.getLogger("webrtc_ref.server")
+
+#: Seconds for which additional outputs of an ended connection can still be fetched.
+OUTPUTS_GRACE = 60.0
 
 
 def _check_positive(name: str, value: object, *, allow_none: bool) -> None:
@@ -109,6 +113,7 @@ class StreamServer:
             ice_servers=list(ice_servers or []),
         )
         self._registry: Registry[Connection] = Registry(concurrency_limit)
+        self._leftovers: dict[str, tuple[OutputQueue, float]] = {}
 
     @property
     def concurrency_limit(self) -> int | None:
@@ -142,6 +147,13 @@ class StreamServer:
     def _release(self, connection: Connection) -> None:
         if self._registry.get(connection.webrtc_id) is connection:
             self._registry.release(connection.webrtc_id)
+        if len(connection.outputs):
+            # Outputs yielded just before the end (say, at the time limit) are still
+            # fetched by the browser's state_change events after the connection is gone.
+            self._leftovers[connection.webrtc_id] = (
+                connection.outputs,
+                time.monotonic() + OUTPUTS_GRACE,
+            )
 
     def connection(self, webrtc_id: str) -> Connection | None:
         """The live connection with this id, if any."""
@@ -161,8 +173,22 @@ class StreamServer:
             connection.set_inputs(list(args))
 
     def pop_additional_outputs(self, webrtc_id: str) -> AdditionalOutputs | None:
+        """The next queued outputs of ``webrtc_id``; still served for ``OUTPUTS_GRACE``
+        seconds after the connection ended."""
         connection = self._registry.get(webrtc_id)
-        return connection.outputs.pop() if connection is not None else None
+        if connection is not None:
+            return connection.outputs.pop()
+        now = time.monotonic()
+        for key, (_, expiry) in list(self._leftovers.items()):
+            if expiry < now:
+                del self._leftovers[key]
+        leftover = self._leftovers.get(webrtc_id)
+        if leftover is None:
+            return None
+        item = leftover[0].pop()
+        if not len(leftover[0]):
+            del self._leftovers[webrtc_id]
+        return item
 
     async def close(self, webrtc_id: str, reason: str = "server_shutdown") -> None:
         connection = self._registry.get(webrtc_id)

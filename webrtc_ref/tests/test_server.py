@@ -513,3 +513,23 @@ async def test_slow_video_handler_keeps_latency_bounded(servers: Any, peers: Any
     early, late = np.median(lags[: len(lags) // 3]), np.median(lags[-len(lags) // 3 :])
     assert late < 0.5, f"latency grew to {late:.2f} s"
     assert late - early < 0.15, f"latency grew from {early:.2f} s to {late:.2f} s"
+
+
+async def test_outputs_yielded_at_the_end_are_still_served(servers: Any, peers: Any) -> None:
+    """Outputs queued just before the time limit are fetched after the connection ended."""
+
+    def detect(frame: np.ndarray) -> AdditionalOutputs:
+        return AdditionalOutputs(read_frame_id(frame))
+
+    server = servers(mode="send", modality="video", handler=detect, time_limit=1.0)
+    peer = peers(send=BarcodeVideoTrack(320, 240))
+    assert (await peer.connect(server.offer))["type"] == "answer"
+    await peer.wait_message(lambda m: "time_limit" in m, 5, "end_stream time_limit")
+    await async_wait_until(lambda: len(server) == 0, 5, "cleanup")
+    changes = peer.messages.count("change")
+    popped = []
+    while (item := server.pop_additional_outputs(peer.webrtc_id)) is not None:
+        popped.append(item.args[0])
+    assert len(popped) == changes >= 10, "outputs announced with 'change' were lost"
+    assert popped == sorted(popped)
+    assert server.pop_additional_outputs("never-existed") is None

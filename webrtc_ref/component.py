@@ -1,0 +1,710 @@
+"""``WebRTC``: the Gradio component that streams audio or video between browser and server.
+
+It is a ``gr.HTML`` subclass, the way Gradio 6 hosts a custom component without a Svelte
+build: the browser client lives in ``webrtc_ref/static`` (``webrtc.html`` is the static
+``html_template``, ``webrtc.css`` the ``css_template``, ``webrtc.js`` the ``js_on_load``
+body). They are read from the package when the module is imported and inlined into the
+component config, so nothing is fetched from a CDN and no npm build exists.
+
+Signalling goes through the ``offer`` server function (``POST
+/gradio_api/component_server`` with ``fn_name="offer"``); the component's value on the wire
+is the client-chosen ``webrtc_id`` string. The wire protocol is written down in
+``docs/protocol.md``. This module knows Gradio and nothing about RTP: every connection is
+handled by the :class:`webrtc_ref.server.StreamServer` that :meth:`WebRTC.stream` creates.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Literal
+
+import gradio as gr
+from gradio.blocks import Block
+from gradio.components.base import server
+from gradio.events import Dependency
+
+from webrtc_ref.handlers import StreamHandler
+
+if TYPE_CHECKING:
+    from webrtc_ref.server import StreamServer
+
+log = logging.getLogger("webrtc_ref.component")
+
+Mode = Literal["send-receive", "send", "receive"]
+Modality = Literal["video", "audio"]
+MODES: tuple[str, ...] = ("send-receive", "send", "receive")
+MODALITIES: tuple[str, ...] = ("video", "audio")
+
+#: The value a receive-mode ``trigger`` gives the component; the browser starts on it.
+START_SENTINEL = "start_webrtc_stream"
+
+#: ``track_constraints`` used when none is given (gradio_webrtc 0.0.16's defaults).
+DEFAULT_AUDIO_CONSTRAINTS: dict[str, Any] = {
+    "echoCancellation": True,
+    "noiseSuppression": {"exact": True},
+    "autoGainControl": {"exact": True},
+    "sampleRate": {"ideal": 24000},
+    "sampleSize": {"ideal": 16},
+    "channelCount": {"exact": 1},
+}
+DEFAULT_VIDEO_CONSTRAINTS: dict[str, Any] = {
+    "facingMode": "user",
+    "width": {"ideal": 500},
+    "height": {"ideal": 500},
+    "frameRate": {"ideal": 30},
+}
+
+# The exact messages of gradio_webrtc 0.0.16 (user code and tests may match on them).
+MSG_AUDIO_HANDLER = (
+    "In the send-receive mode for audio, the event handler must be an instance of StreamHandler."
+)
+MSG_FIRST_INPUT = (
+    "In the webrtc stream event, the first input component must be the WebRTC component."
+)
+MSG_ONLY_OUTPUT = (
+    "In the webrtc stream event, the only output component must be the WebRTC component."
+)
+MSG_RECEIVE_INPUT = "In the receive mode stream event, the WebRTC component cannot be an input."
+MSG_RECEIVE_OUTPUT = (
+    "In the receive mode stream, the only output component must be the WebRTC component."
+)
+MSG_RECEIVE_TRIGGER = "In the receive mode stream event, the trigger parameter must be provided"
+# New in webrtc_ref (gradio_webrtc crashed at offer time instead).
+MSG_SEND_AUDIO_HANDLER = (
+    "In the send mode for audio, the event handler must be an instance of StreamHandler "
+    "(for example ReplyOnPause(fn))."
+)
+
+_STATIC = "static"
+# html_template and css_template pass through Handlebars and a JS template literal in
+# the browser, so these sequences would be interpreted instead of shown.
+_TEMPLATE_FORBIDDEN = ("`", "${", "{{", "\\")
+
+
+@functools.cache
+def static_asset(name: str) -> str:
+    """The text of ``webrtc_ref/static/<name>``; raises ``FileNotFoundError`` if missing.
+
+    The HTML and CSS assets are checked for the sequences that Gradio's template
+    evaluation would interpret (backtick, ``${``, ``{{``, backslash): ``ValueError``.
+    """
+    text = (
+        resources.files("webrtc_ref").joinpath(_STATIC).joinpath(name).read_text(encoding="utf-8")
+    )
+    if name.endswith((".html", ".css")):
+        for bad in _TEMPLATE_FORBIDDEN:
+            if bad in text:
+                raise ValueError(
+                    f"static asset {name!r} contains {bad!r}, which Gradio's html/css "
+                    "template evaluation would interpret; remove it"
+                )
+    return text
+
+
+# -- validation helpers ------------------------------------------------------------------
+
+
+def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(
+            f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}"
+        )
+    return value
+
+
+def _json_dict(name: str, value: object, *, allow_none: bool = True) -> dict[str, Any] | None:
+    """``value`` must be a dict that JSON can encode (it is sent to the browser)."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, dict):
+        allowed = "a dict (JSON object) or None" if allow_none else "a dict (JSON object)"
+        raise ValueError(f"{name} must be {allowed}; got {value!r}")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name} must be JSON-serialisable (it is sent to the browser); got {value!r}: {exc}"
+        ) from exc
+    return value
+
+
+def _positive_number(name: str, value: object, *, allow_none: bool = True) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        allowed = "a positive number of seconds or None" if allow_none else "a positive number"
+        raise ValueError(f"{name} must be {allowed}; got {value!r}")
+    if value != value or value == float("inf"):
+        raise ValueError(f"{name} must be a finite positive number or None; got {value!r}")
+    return value
+
+
+def _size(name: str, value: object) -> int | str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(
+            f"{name} must be None, a positive int (pixels) or a CSS size string; got {value!r}"
+        )
+    return value
+
+
+def _component_list(name: str, value: object) -> list[Block]:
+    """``None`` -> ``[]``; a Block -> ``[Block]``; a list/tuple/set of Blocks -> list."""
+    if value is None:
+        return []
+    if isinstance(value, Block):
+        return [value]
+    if isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+        for item in items:
+            if not isinstance(item, Block):
+                raise ValueError(
+                    f"{name} must contain only Gradio components; got {item!r} in {name}"
+                )
+        return items
+    raise ValueError(
+        f"{name} must be None, a Gradio component or a list of Gradio components; got {value!r}"
+    )
+
+
+def _concurrency(value: object) -> int | None:
+    """``"default"`` -> 1 (one stream at a time), ``None`` -> unlimited, int >= 1 -> itself."""
+    if value == "default" and isinstance(value, str):
+        return 1
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            "concurrency_limit must be 'default' (one connection at a time), None "
+            f"(unlimited) or an int >= 1; got {value!r}"
+        )
+    return value
+
+
+# -- additional outputs: merging the results of several items ----------------------------
+
+_UNSET: Any = object()
+
+
+def _is_update(value: object) -> bool:
+    return isinstance(value, dict) and value.get("__type__") == "update"
+
+
+def _is_skip(value: object) -> bool:
+    return isinstance(value, dict) and _is_update(value) and set(value) == {"__type__"}
+
+
+def _merge(previous: Any, new: Any) -> Any:
+    """Combine two results for one output so that applying the result equals applying both.
+
+    A skip keeps ``previous``; an update without ``value`` keeps the previous value and adds
+    its props; anything else replaces ``previous``.
+    """
+    if _is_skip(new):
+        return previous
+    if _is_update(new) and "value" not in new:
+        if previous is _UNSET:
+            return new
+        if _is_update(previous):
+            return {**previous, **new}
+        return {**new, "value": previous}
+    return new
+
+
+def _split(result: Any, outputs: Sequence[Block]) -> list[Any]:
+    """One value per output from what an ``on_additional_outputs`` fn returned."""
+    n = len(outputs)
+    if n == 0:
+        return []
+    if isinstance(result, dict) and result and all(isinstance(k, Block) for k in result):
+        return [result.get(o, _UNSET) for o in outputs]
+    if n == 1:
+        return [result]
+    if isinstance(result, list | tuple) and len(result) == n:
+        return list(result)
+    raise ValueError(
+        f"the on_additional_outputs function must return {n} values (one per output), "
+        f"got {result!r}"
+    )
+
+
+def _plain_value(value: Any) -> Any:
+    """The value an input would see after ``value`` was applied, or ``_UNSET``."""
+    if value is _UNSET:
+        return _UNSET
+    if _is_update(value):
+        return value.get("value", _UNSET)
+    return value
+
+
+class WebRTC(gr.HTML):
+    """Stream audio or video between the browser and Python over WebRTC.
+
+    Parameters:
+        value: the component's value is the browser's connection id (``webrtc_id``);
+            leave it ``None``.
+        label: the label shown above the component.
+        mode: ``"send-receive"`` (browser media in, processed media back), ``"send"``
+            (browser media in, nothing back) or ``"receive"`` (server media only,
+            started by the ``trigger`` of :meth:`stream`).
+        modality: ``"video"`` or ``"audio"``.
+        rtc_configuration: the browser's ``RTCPeerConnection`` configuration, e.g.
+            ``{"iceServers": [{"urls": "turn:...", "username": ..., "credential": ...}]}``.
+        server_rtc_configuration: ICE servers for the server's own peer connections
+            (``{"iceServers": [...]}``); default none (host candidates only).
+        track_constraints: ``getUserMedia`` constraints for the audio/video track; by
+            default gradio_webrtc's (mono 24 kHz audio with echo cancellation, or
+            500x500@30 user-facing video). A dict given here is used unchanged.
+        time_limit: seconds a stream may last once connected; ``stream(time_limit=...)``
+            overrides it.
+        mirror_webcam: mirror the local webcam preview (the frames sent are never mirrored).
+        rtp_params: merged into each sender's ``RTCRtpSender.setParameters`` (``encodings``
+            entries are merged index by index), e.g. ``{"encodings": [{"maxBitrate": 1e6}]}``.
+        height, width: size of the media area: pixels (int) or a CSS size (str).
+        show_label, container, scale, min_width, interactive, visible, elem_id,
+        elem_classes, render, key, every, inputs: as for every Gradio component.
+        _stream_origin: internal. Gradio rebuilds a component from its constructor
+            arguments when an event updates its props (``gr.update(label=...)``); the
+            rebuilt copy gets the original here and serves the original's stream.
+
+    Raises:
+        ValueError: naming the parameter, the value and what is allowed, for an unknown
+            ``mode``/``modality`` or an option of the wrong type.
+
+    Events: ``tick`` (the browser asks for the inputs' values to be sent to the stream)
+    and ``state_change`` (additional outputs are waiting). Use :meth:`stream` and
+    :meth:`on_additional_outputs` rather than these directly.
+    """
+
+    EVENTS = ["tick", "state_change"]  # type: ignore[assignment]  # noqa: RUF012
+
+    def __init__(
+        self,
+        value: str | None = None,
+        *,
+        label: str | None = None,
+        mode: Mode = "send-receive",
+        modality: Modality = "video",
+        rtc_configuration: dict[str, Any] | None = None,
+        server_rtc_configuration: dict[str, Any] | None = None,
+        track_constraints: dict[str, Any] | None = None,
+        time_limit: float | None = None,
+        mirror_webcam: bool = True,
+        rtp_params: dict[str, Any] | None = None,
+        height: int | str | None = None,
+        width: int | str | None = None,
+        show_label: bool | None = None,
+        container: bool = True,
+        scale: int | None = None,
+        min_width: int = 160,
+        interactive: bool | None = None,
+        visible: bool = True,
+        elem_id: str | None = None,
+        elem_classes: list[str] | str | None = None,
+        render: bool = True,
+        key: int | str | None = None,
+        every: float | None = None,
+        inputs: Any = None,
+        _stream_origin: WebRTC | None = None,
+    ) -> None:
+        mode = _one_of("mode", mode, MODES)  # type: ignore[assignment]
+        modality = _one_of("modality", modality, MODALITIES)  # type: ignore[assignment]
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"value must be None or a webrtc_id string; got {value!r}")
+        rtc_configuration = _json_dict("rtc_configuration", rtc_configuration)
+        server_rtc_configuration = _json_dict("server_rtc_configuration", server_rtc_configuration)
+        if server_rtc_configuration is not None:
+            servers = server_rtc_configuration.get("iceServers", [])
+            if not isinstance(servers, list) or not all(
+                isinstance(s, dict) and "urls" in s for s in servers
+            ):
+                raise ValueError(
+                    "server_rtc_configuration['iceServers'] must be a list of dicts with "
+                    f"'urls' (and optional 'username', 'credential'); "
+                    f"got {server_rtc_configuration!r}"
+                )
+        if track_constraints is None:
+            track_constraints = dict(
+                DEFAULT_AUDIO_CONSTRAINTS if modality == "audio" else DEFAULT_VIDEO_CONSTRAINTS
+            )
+        track_constraints = _json_dict("track_constraints", track_constraints, allow_none=False)
+        time_limit = _positive_number("time_limit", time_limit)
+        if not isinstance(mirror_webcam, bool):
+            raise ValueError(f"mirror_webcam must be True or False; got {mirror_webcam!r}")
+        rtp_params = _json_dict("rtp_params", rtp_params) or {}
+        height = _size("height", height)
+        width = _size("width", width)
+        if _stream_origin is not None and not isinstance(_stream_origin, WebRTC):
+            raise ValueError(f"_stream_origin must be a WebRTC component; got {_stream_origin!r}")
+
+        # Private state first: Gradio inspects attributes while constructing.
+        self._server: StreamServer | None = None
+        self._generation = 0
+        self._origin = _stream_origin
+        self._outputs_lock = threading.Lock()
+
+        self.mode = mode
+        self.modality = modality
+        self.rtc_configuration = rtc_configuration
+        # Not a public attribute: Gradio would send it (and any TURN secret) to the browser.
+        self._server_rtc_configuration = server_rtc_configuration
+        self.track_constraints = track_constraints
+        self.time_limit = time_limit
+        self.mirror_webcam = mirror_webcam
+        self.rtp_params = rtp_params
+        self.height = height
+        self.width = width
+        self.concurrency_limit: int | None = 1
+        self.event_handler: StreamHandler | Callable[..., Any] | None = None
+
+        super().__init__(
+            value=value,
+            label=label,
+            html_template=static_asset("webrtc.html"),
+            css_template=static_asset("webrtc.css"),
+            js_on_load=static_asset("webrtc.js"),
+            apply_default_css=False,
+            every=every,
+            inputs=inputs,
+            show_label=bool(show_label) if show_label is not None else container,
+            scale=scale,
+            min_width=min_width,
+            visible=visible,
+            elem_id=elem_id,
+            elem_classes=elem_classes,
+            render=render,
+            key=key,
+            container=container,
+            **self._browser_props(),
+        )
+        self.interactive = interactive
+        # Gradio rebuilds a component from its constructor arguments when an event
+        # updates its props (gr.update(...)); the rebuilt copy must find this stream.
+        if self._constructor_args:
+            self._constructor_args[0]["_stream_origin"] = _stream_origin or self
+
+    def _browser_props(self) -> dict[str, Any]:
+        """The options the browser client reads from ``props``."""
+        return {
+            "mode": self.mode,
+            "modality": self.modality,
+            "rtc_configuration": self.rtc_configuration,
+            "track_constraints": self.track_constraints,
+            "time_limit": self.time_limit,
+            "mirror_webcam": self.mirror_webcam,
+            "rtp_params": self.rtp_params,
+            "height": self.height,
+            "width": self.width,
+        }
+
+    # -- values ---------------------------------------------------------------------
+    def preprocess(self, payload: str | None) -> str | None:
+        """The ``webrtc_id`` string (identity)."""
+        return payload
+
+    def postprocess(self, value: str | None) -> str | None:
+        """Identity: the value is a ``webrtc_id`` or ``"start_webrtc_stream"``."""
+        return value
+
+    def api_info(self) -> dict[str, Any]:
+        return {"type": "string", "description": "the browser's webrtc_id"}
+
+    def example_payload(self) -> Any:
+        return "k3v9x0q2m7ab1c4d"
+
+    def example_value(self) -> Any:
+        return "k3v9x0q2m7ab1c4d"
+
+    @property
+    def stream_server(self) -> StreamServer | None:
+        """The :class:`StreamServer` of the last :meth:`stream` call (``None`` before)."""
+        origin = self._origin
+        return origin._server if origin is not None else self._server
+
+    # -- signalling -----------------------------------------------------------------
+    @server
+    async def offer(self, body: Any) -> dict[str, Any]:
+        """The ``offer`` server function: answer the browser's SDP offer.
+
+        ``body`` is ``{"sdp", "type": "offer", "webrtc_id"}``. Returns
+        ``{"sdp", "type": "answer"}`` or ``{"status": "failed", "meta": {"error", "message",
+        ...}}``; ``not_configured`` when :meth:`stream` was never called. Never raises.
+        """
+        from webrtc_ref.signaling import NOT_CONFIGURED, failure
+
+        stream_server = self.stream_server
+        if stream_server is None:
+            return failure(
+                NOT_CONFIGURED,
+                "This WebRTC component has no stream: call .stream(fn, ...) on it "
+                "before launching the app.",
+            )
+        try:
+            return await stream_server.offer(body)
+        except Exception as exc:  # StreamServer.offer should not raise; say so if it does
+            log.exception("offer failed unexpectedly")
+            return failure("internal_error", f"the server failed to answer: {exc!r}")
+
+    def set_input(self, webrtc_id: str | None, *args: Any) -> None:
+        """Give connection ``webrtc_id`` the current values of the stream's other inputs.
+
+        The ``tick`` listener calls it with ``[webrtc_id, *other_inputs]``. Unknown ids,
+        and values that are not ids (``None``, ``""``, ``"start_webrtc_stream"``), are
+        ignored.
+        """
+        stream_server = self.stream_server
+        if stream_server is None or not isinstance(webrtc_id, str):
+            return
+        if not webrtc_id or webrtc_id == START_SENTINEL:
+            return
+        stream_server.set_input(webrtc_id, list(args))
+
+    # -- stream ---------------------------------------------------------------------
+    def stream(  # type: ignore[override]  # replaces gr.HTML's "stream" event
+        self,
+        fn: StreamHandler | Callable[..., Any] | None = None,
+        inputs: Block | Sequence[Block] | set[Block] | None = None,
+        outputs: Block | Sequence[Block] | set[Block] | None = None,
+        js: str | None = None,
+        concurrency_limit: int | Literal["default"] | None = "default",
+        concurrency_id: str | None = None,
+        time_limit: float | None = None,
+        trigger: Callable[..., Any] | None = None,
+    ) -> Dependency:
+        """Stream through ``fn``. Rules (each broken rule raises ``ValueError``):
+
+        - send-receive/send: ``inputs[0]`` is this component; ``outputs`` is exactly
+          ``[self]``. Video: ``fn(frame, *other_inputs)`` is callable. Audio: ``fn`` is a
+          :class:`StreamHandler` instance (``ReplyOnPause`` is one).
+        - receive: this component is not an input; ``outputs`` is exactly ``[self]``;
+          ``trigger`` (an event listener such as ``button.click``) is given; ``fn`` is a
+          generator function called as ``fn(*inputs)``. The trigger sets the value to
+          ``"start_webrtc_stream"``, which starts the browser.
+        - ``concurrency_limit``: ``"default"`` -> 1 connection at a time, ``None`` ->
+          unlimited, or an int >= 1.
+        - ``time_limit``: seconds after connecting at which the stream ends; ``None``
+          keeps the constructor's ``time_limit``.
+
+        Other inputs reach the stream through the ``tick`` event (on the server's request
+        and periodically for video) and through their own ``change`` events.
+
+        Calling ``stream`` again replaces the stream: a new server handles later offers,
+        and the listeners registered by earlier calls do nothing any more (connections
+        already open keep running until they end).
+
+        Returns:
+            the ``tick`` dependency that delivers the inputs to the stream.
+        """
+        mode = _one_of("mode", self.mode, MODES)
+        modality = _one_of("modality", self.modality, MODALITIES)
+        inputs_list = _component_list("inputs", inputs)
+        outputs_list = _component_list("outputs", outputs)
+        limit = _concurrency(concurrency_limit)
+        effective_time_limit = _positive_number("time_limit", time_limit)
+        if effective_time_limit is None:
+            effective_time_limit = self.time_limit
+
+        if mode == "send-receive" and modality == "audio" and not isinstance(fn, StreamHandler):
+            raise ValueError(MSG_AUDIO_HANDLER)
+        if mode == "send" and modality == "audio" and not isinstance(fn, StreamHandler):
+            raise ValueError(MSG_SEND_AUDIO_HANDLER)
+        if mode in ("send-receive", "send"):
+            if not inputs_list or inputs_list[0] is not self:
+                raise ValueError(MSG_FIRST_INPUT)
+            if len(outputs_list) != 1 or outputs_list[0] is not self:
+                raise ValueError(MSG_ONLY_OUTPUT)
+            others = inputs_list[1:]
+        else:
+            if any(component is self for component in inputs_list):
+                raise ValueError(MSG_RECEIVE_INPUT)
+            if len(outputs_list) != 1 or outputs_list[0] is not self:
+                raise ValueError(MSG_RECEIVE_OUTPUT)
+            if trigger is None:
+                raise ValueError(MSG_RECEIVE_TRIGGER)
+            if not callable(trigger):
+                raise ValueError(
+                    f"trigger must be an event listener such as button.click; got {trigger!r}"
+                )
+            others = inputs_list
+        if (modality == "video" or mode == "receive") and (
+            not callable(fn) or isinstance(fn, StreamHandler)
+        ):
+            kind = (
+                "a generator function fn(*inputs) yielding frames"
+                if mode == "receive"
+                else "a function fn(frame, *inputs) returning a frame"
+            )
+            raise ValueError(f"In the {mode} mode for {modality}, fn must be {kind}; got {fn!r}")
+        if js is not None and not isinstance(js, str):
+            raise ValueError(f"js must be None or a JavaScript string; got {js!r}")
+
+        from webrtc_ref.server import StreamServer
+
+        ice_servers = (self._server_rtc_configuration or {}).get("iceServers") or None
+        self._server = StreamServer(
+            mode=mode,  # type: ignore[arg-type]
+            modality=modality,  # type: ignore[arg-type]
+            handler=fn,  # type: ignore[arg-type]
+            concurrency_limit=limit,
+            time_limit=effective_time_limit,
+            has_inputs=bool(others),
+            ice_servers=ice_servers,
+        )
+        self.event_handler = fn
+        self.concurrency_limit = limit
+        self.time_limit = effective_time_limit
+        self.props["time_limit"] = effective_time_limit
+        self._generation += 1
+        generation = self._generation
+
+        def set_input(webrtc_id: str | None, *args: Any) -> None:
+            if generation == self._generation:
+                self.set_input(webrtc_id, *args)
+
+        if mode == "receive":
+            assert trigger is not None
+            trigger(lambda: START_SENTINEL, inputs=None, outputs=self, show_progress="hidden")
+        dependency = self.tick(  # type: ignore[call-arg]
+            set_input,
+            inputs=[self, *others],
+            outputs=None,
+            js=js,
+            concurrency_limit=None,
+            concurrency_id=concurrency_id,
+            time_limit=None,
+            stream_every=0.5,
+            trigger_mode="always_last",
+            show_progress="hidden",
+        )
+        # Other inputs also reach the stream as soon as they change (not only on ticks).
+        for component in others:
+            if component is self or not callable(getattr(type(component), "change", None)):
+                continue
+            component.change(  # type: ignore[attr-defined]
+                set_input,
+                inputs=[self, *others],
+                outputs=None,
+                concurrency_limit=None,
+                trigger_mode="always_last",
+                show_progress="hidden",
+                api_visibility="undocumented",
+            )
+        return dependency
+
+    # -- additional outputs ---------------------------------------------------------
+    def on_additional_outputs(
+        self,
+        fn: Callable[..., Any],
+        inputs: Block | Sequence[Block] | set[Block] | None = None,
+        outputs: Block | Sequence[Block] | set[Block] | None = None,
+        js: str | None = None,
+        concurrency_limit: int | Literal["default"] | None = "default",
+        concurrency_id: str | None = None,
+        show_progress: Literal["full", "minimal", "hidden"] = "full",
+        queue: bool = True,
+    ) -> Dependency:
+        """Send the handler's ``AdditionalOutputs`` to other components.
+
+        Every ``AdditionalOutputs(*values)`` the stream yields reaches
+        ``fn(*input_values, *values)`` exactly once, in the order yielded; its return value
+        (one per output, like any Gradio listener) updates ``outputs``.
+
+        Delivery: the server sends ``"change"``; the browser fires ``state_change``; this
+        listener drains *every* pending item of the connection and calls ``fn`` once per
+        item, in order. When an output is also an input, the value ``fn`` returned for it
+        is passed as that input to the call for the next item, so accumulating functions
+        (``lambda history, msg: history + [msg]``) see each other's results. The merged
+        result of the batch is returned (a ``gr.skip()`` in one call keeps the previous
+        call's value). With nothing pending, every output gets ``gr.skip()``: no update,
+        never ``None``. The listener runs with ``trigger_mode="always_last"``, so a
+        ``"change"`` that arrives while it runs causes one more run with fresh inputs.
+        Keep ``queue=True`` and the default concurrency for a strict order: with
+        ``queue=False`` runs may overlap and their updates may arrive out of order.
+        """
+        if not callable(fn):
+            raise ValueError(f"fn must be callable; got {fn!r}")
+        inputs_list = _component_list("inputs", inputs)
+        outputs_list = _component_list("outputs", outputs)
+        if concurrency_limit != "default":
+            _concurrency(concurrency_limit)
+        _one_of("show_progress", show_progress, ("full", "minimal", "hidden"))
+        if not isinstance(queue, bool):
+            raise ValueError(f"queue must be True or False; got {queue!r}")
+        n_out = len(outputs_list)
+        feeds: dict[int, int] = {}
+        for j, out in enumerate(outputs_list):
+            for i, inp in enumerate(inputs_list):
+                if inp is out:
+                    feeds[j] = i
+                    break
+
+        def skip() -> Any:
+            if n_out == 0:
+                return None
+            if n_out == 1:
+                return gr.skip()
+            return tuple(gr.skip() for _ in range(n_out))
+
+        def drain(webrtc_id: Any) -> list[Any]:
+            stream_server = self.stream_server
+            if stream_server is None or not isinstance(webrtc_id, str) or not webrtc_id:
+                return []
+            items = []
+            while (item := stream_server.pop_additional_outputs(webrtc_id)) is not None:
+                items.append(item)
+            return items
+
+        def pack(merged: list[Any]) -> Any:
+            final = [gr.skip() if m is _UNSET else m for m in merged]
+            if n_out == 0:
+                return None
+            return final[0] if n_out == 1 else tuple(final)
+
+        def fold(merged: list[Any], current: list[Any], result: Any) -> None:
+            for j, value in enumerate(_split(result, outputs_list)):
+                merged[j] = _merge(merged[j], value)
+                plain = _plain_value(value)
+                if j in feeds and plain is not _UNSET:
+                    current[feeds[j]] = plain
+
+        if inspect.iscoroutinefunction(fn):
+
+            async def handler(webrtc_id: str | None, *args: Any) -> Any:
+                items = drain(webrtc_id)
+                if not items:
+                    return skip()
+                merged, current = [_UNSET] * n_out, list(args)
+                for item in items:
+                    fold(merged, current, await fn(*current, *item.args))
+                return pack(merged)
+
+        else:
+
+            def handler(webrtc_id: str | None, *args: Any) -> Any:  # type: ignore[misc]
+                with self._outputs_lock:
+                    items = drain(webrtc_id)
+                    if not items:
+                        return skip()
+                    merged, current = [_UNSET] * n_out, list(args)
+                    for item in items:
+                        fold(merged, current, fn(*current, *item.args))
+                    return pack(merged)
+
+        return self.state_change(
+            handler,
+            inputs=[self, *inputs_list],
+            outputs=outputs_list,
+            js=js,
+            concurrency_limit=concurrency_limit,
+            concurrency_id=concurrency_id,
+            show_progress=show_progress,
+            queue=queue,
+            trigger_mode="always_last",
+        )
