@@ -30,16 +30,13 @@ from gradio.components.base import server
 from gradio.events import Dependency
 
 from webrtc_ref.handlers import StreamHandler
+from webrtc_ref.signaling import MODALITIES, MODES, Modality, Mode
 
 if TYPE_CHECKING:
     from webrtc_ref.server import StreamServer
 
 log = logging.getLogger("webrtc_ref.component")
 
-Mode = Literal["send-receive", "send", "receive"]
-Modality = Literal["video", "audio"]
-MODES: tuple[str, ...] = ("send-receive", "send", "receive")
-MODALITIES: tuple[str, ...] = ("video", "audio")
 
 #: The value a receive-mode ``trigger`` gives the component; the browser starts on it.
 START_SENTINEL = "start_webrtc_stream"

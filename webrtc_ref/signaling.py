@@ -15,9 +15,9 @@ from typing import Any, Literal
 from aiortc.sdp import SessionDescription
 
 Mode = Literal["send-receive", "send", "receive"]
-Modality = Literal["audio", "video"]
+Modality = Literal["video", "audio"]
 MODES: tuple[str, ...] = ("send-receive", "send", "receive")
-MODALITIES: tuple[str, ...] = ("audio", "video")
+MODALITIES: tuple[str, ...] = ("video", "audio")
 
 CONCURRENCY_LIMIT_REACHED = "concurrency_limit_reached"
 CONNECTION_ALREADY_EXISTS = "connection_already_exists"
