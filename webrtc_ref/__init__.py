@@ -16,17 +16,30 @@ from typing import TYPE_CHECKING, Any
 from webrtc_ref._version import __version__
 
 if TYPE_CHECKING:
+    from webrtc_ref.component import WebRTC
     from webrtc_ref.handlers import StreamHandler
     from webrtc_ref.outputs import AdditionalOutputs
+    from webrtc_ref.pause_detection import PauseDetectionModel
+    from webrtc_ref.reply_on_pause import AlgoOptions, ReplyOnPause, SileroVadOptions
 
 _EXPORTS: dict[str, str] = {
+    "WebRTC": "webrtc_ref.component",
     "StreamHandler": "webrtc_ref.handlers",
     "AdditionalOutputs": "webrtc_ref.outputs",
+    "ReplyOnPause": "webrtc_ref.reply_on_pause",
+    "AlgoOptions": "webrtc_ref.reply_on_pause",
+    "SileroVadOptions": "webrtc_ref.reply_on_pause",
+    "PauseDetectionModel": "webrtc_ref.pause_detection",
 }
 
 __all__ = [
     "AdditionalOutputs",
+    "AlgoOptions",
+    "PauseDetectionModel",
+    "ReplyOnPause",
+    "SileroVadOptions",
     "StreamHandler",
+    "WebRTC",
     "__version__",
 ]
 

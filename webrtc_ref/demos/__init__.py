@@ -24,6 +24,22 @@ class Demo:
 
 DEMOS: dict[str, Demo] = {
     "all": Demo("webrtc_ref.demos.index", "a page with one of each demo"),
+    "reply-on-pause": Demo(
+        "webrtc_ref.demos.reply_on_pause", "voice: replies when you pause (chipmunk echo)"
+    ),
+    "echo-audio": Demo("webrtc_ref.demos.echo_audio", "voice: the guide's EchoHandler"),
+    "receive-audio": Demo(
+        "webrtc_ref.demos.receive_audio", "server-to-client audio started by a button"
+    ),
+    "echo-video": Demo(
+        "webrtc_ref.demos.video_filter", "webcam in, filtered video out, slider-controlled"
+    ),
+    "receive-video": Demo(
+        "webrtc_ref.demos.receive_video", "server-to-client video started by a button"
+    ),
+    "additional-outputs": Demo(
+        "webrtc_ref.demos.additional_outputs", "voice turns described in a Chatbot"
+    ),
 }
 
 DEFAULT_DEMO = "all"

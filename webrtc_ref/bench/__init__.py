@@ -1,0 +1,1 @@
+"""Benchmarks (``python -m webrtc_ref.bench <name>``); see each module's docstring."""
