@@ -308,6 +308,8 @@ class Connection:
     def clear_output(self) -> None:
         if isinstance(self.out_track, OutboundAudioTrack):
             self.out_track.clear()
+        if isinstance(self.runner, HandlerRunner):
+            self.runner.discard_output()
 
     def additional_outputs(self, outputs: AdditionalOutputs) -> None:
         self.outputs.put(outputs)

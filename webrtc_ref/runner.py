@@ -226,6 +226,18 @@ class _AudioSink:
         self._framer = AudioOutputFramer(sample_rate=OUTPUT_RATE, layout=OUTPUT_LAYOUT)
         self._last_push = 0.0
         self._warned = False
+        self._discard = threading.Event()
+
+    def discard(self) -> None:
+        """Drop audio not yet handed to the track (any thread; barge-in)."""
+        self._discard.set()
+
+    def _take_discard(self) -> bool:
+        if not self._discard.is_set():
+            return False
+        self._discard.clear()
+        self._framer = AudioOutputFramer(sample_rate=OUTPUT_RATE, layout=OUTPUT_LAYOUT)
+        return True
 
     def push(self, media: Any) -> None:
         if self._track is None:
@@ -236,11 +248,13 @@ class _AudioSink:
                     self._runner.hooks.webrtc_id,
                 )
             return
+        self._take_discard()
         self._send(self._framer.push(media))
         self._last_push = time.monotonic()
 
     def idle(self) -> None:
         """Nothing new from the handler: flush a held-back tail once a frame period passed."""
+        self._take_discard()
         if (
             self._track is not None
             and self._framer.pending_samples
@@ -258,6 +272,9 @@ class _AudioSink:
             while not self._track.push(frame, timeout=0.25):
                 if self._runner.stopping or self._track.readyState != "live":
                     return
+            if self._take_discard():
+                self._track.clear()
+                return
 
 
 def _deliver_outputs(hooks: RuntimeHooks, item: Any) -> Any:
@@ -303,6 +320,10 @@ class HandlerRunner(Runner):
 
     def set_inputs(self, args: list[Any]) -> None:
         self.handler.set_args(list(args))
+
+    def discard_output(self) -> None:
+        """Drop output audio still being framed (the track's queue is cleared separately)."""
+        self._sink.discard()
 
     # -- sync handlers -------------------------------------------------------------
     def _receive_loop(self) -> None:
