@@ -4,9 +4,10 @@ Worker threads push frames in (``push`` is thread-safe and applies back-pressure
 aiortc's sender pulls them out with ``recv`` on the event loop, paced in real time.
 
 - :class:`OutboundAudioTrack`: 20 ms ``av.AudioFrame`` s16 frames. A frame is due one
-  frame period after the previous one. When the queue ran dry and audio arrives late, the
-  clock re-anchors (the new burst starts at once, its timestamps jump by the gap), so a
-  reply is never delayed to "catch up". With nothing queued, nothing is sent.
+  frame period after the previous one and may leave up to ``max_lead_s`` early. When the
+  queue ran dry and audio arrives late, the clock re-anchors (the new burst starts at
+  once, its timestamps jump by the gap), so a reply is never delayed to "catch up". With
+  nothing queued, nothing is sent.
 - :class:`OutboundVideoTrack`: ``av.VideoFrame`` frames. ``paced=False`` (send-receive)
   forwards each processed frame as soon as it is ready, keeping its capture timestamp;
   ``paced=True`` (receive mode) releases frames at ``fps`` with a 90 kHz clock.
@@ -116,16 +117,25 @@ class _FrameQueue:
 class OutboundAudioTrack(MediaStreamTrack):
     """Audio from the handler to the browser: 20 ms frames paced in real time.
 
-    ``max_buffer_s`` bounds what may wait in the queue; ``push`` blocks the producing
-    worker beyond it (a fast text-to-speech generator waits instead of growing memory).
-    ``finish()`` ends the track once everything queued has been sent.
+    Frames may leave up to ``max_lead_s`` ahead of the real-time schedule, so a backlog
+    (an echo after a hiccup, the start of a reply) drains at once instead of adding its
+    length to the latency for the rest of the session; beyond that lead, frames leave in
+    real time. ``max_buffer_s`` bounds what may wait in the queue; ``push`` blocks the
+    producing worker beyond it (a fast text-to-speech generator waits instead of growing
+    memory). ``finish()`` ends the track once everything queued has been sent.
     """
 
     kind = "audio"
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_buffer_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_buffer_s: float = 2.0,
+        max_lead_s: float = 0.2,
+    ) -> None:
         super().__init__()
         self._queue = _FrameQueue(loop, capacity=max(1, int(max_buffer_s * 50)), drop_oldest=False)
+        self.max_lead = max_lead_s
         self._due: float | None = None
         self._pts = 0
         self._rate: int | None = None
@@ -171,8 +181,8 @@ class OutboundAudioTrack(MediaStreamTrack):
             if self._due is not None:
                 self._pts += int((now - self._due) * rate)
             self._due = now
-        elif self._due > now:
-            await asyncio.sleep(self._due - now)
+        elif self._due - now > self.max_lead:
+            await asyncio.sleep(self._due - now - self.max_lead)
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, rate)
         self._pts += frame.samples

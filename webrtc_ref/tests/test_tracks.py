@@ -1,0 +1,56 @@
+"""Pacing of the outbound audio track: real time on average, backlogs drain at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import av
+import numpy as np
+
+from webrtc_ref.tracks import OutboundAudioTrack
+
+
+def frame() -> av.AudioFrame:
+    out = av.AudioFrame.from_ndarray(np.zeros((1, 1920), np.int16), format="s16", layout="stereo")
+    out.sample_rate = 48000
+    return out
+
+
+async def drain(track: OutboundAudioTrack, count: int) -> tuple[float, list[int]]:
+    start = time.monotonic()
+    pts = [(await track.recv()).pts for _ in range(count)]
+    return time.monotonic() - start, pts
+
+
+async def test_long_audio_leaves_in_real_time_after_the_lead() -> None:
+    track = OutboundAudioTrack(asyncio.get_running_loop(), max_lead_s=0.2)
+    for _ in range(50):  # one second queued at once, as a text-to-speech reply would
+        track.push(frame())
+    elapsed, pts = await drain(track, 50)
+    assert 0.7 < elapsed < 1.1, f"1 s of audio left in {elapsed:.2f} s"
+    assert pts == [i * 960 for i in range(50)]
+
+
+async def test_a_backlog_after_a_stall_drains_at_once() -> None:
+    """An echo that fell 200 ms behind catches up instead of staying 200 ms late."""
+    track = OutboundAudioTrack(asyncio.get_running_loop(), max_lead_s=0.2)
+    for _ in range(5):  # a live stream, in step with real time
+        track.push(frame())
+        await drain(track, 1)
+        await asyncio.sleep(0.02)
+    for _ in range(10):  # the producer stalled; its frames arrive together
+        track.push(frame())
+    elapsed, _ = await drain(track, 10)
+    assert elapsed < 0.1, f"a 200 ms backlog took {elapsed:.2f} s to leave"
+
+
+async def test_gap_in_audio_moves_timestamps_by_the_gap() -> None:
+    track = OutboundAudioTrack(asyncio.get_running_loop())
+    track.push(frame())
+    first = (await track.recv()).pts
+    await asyncio.sleep(0.3)  # nothing to send for 300 ms
+    track.push(frame())
+    second = (await track.recv()).pts
+    gap = (second - first) / 48000
+    assert 0.28 < gap < 0.4, f"timestamps moved {gap:.3f} s across a 0.3 s gap"
