@@ -22,9 +22,12 @@ import threading
 import time
 
 import av
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 VIDEO_CLOCK_RATE = 90_000
+#: Silent frames sent after the last queued audio frame (100 ms).
+TAIL_SILENCE_FRAMES = 5
 
 
 class _FrameQueue:
@@ -136,6 +139,9 @@ class OutboundAudioTrack(MediaStreamTrack):
         super().__init__()
         self._queue = _FrameQueue(loop, capacity=max(1, int(max_buffer_s * 50)), drop_oldest=False)
         self.max_lead = max_lead_s
+        self._silence_left = 0
+        self._last: av.AudioFrame | None = None
+        self._filler: av.AudioFrame | None = None
         self._due: float | None = None
         self._pts = 0
         self._rate: int | None = None
@@ -165,19 +171,27 @@ class OutboundAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        frame = await self._queue.get()
+        frame = self._queue.pop_nowait()
+        queued = frame is not None
+        if frame is None:
+            frame = await self._next_or_silence()
         if not isinstance(frame, av.AudioFrame):
             self.stop()
             raise MediaStreamError
+        if frame is not self._filler:
+            self._last = frame
+            self._silence_left = TAIL_SILENCE_FRAMES
         rate = frame.sample_rate
         if self._rate != rate:  # a new rate restarts the timestamp clock in its units
             if self._rate is not None:
                 self._pts = int(self._pts * rate / self._rate)
             self._rate = rate
         now = time.monotonic()
-        if self._due is None or now > self._due + frame.samples / rate:
+        if self._due is None or (not queued and now > self._due + frame.samples / rate):
             # Starting, or the queue ran dry: start this burst now; timestamps jump by
             # the gap so the receiver's jitter buffer sees timing that matches arrival.
+            # (A frame that was already waiting is merely late: it keeps continuous
+            # timestamps and leaves at once.)
             if self._due is not None:
                 self._pts += int((now - self._due) * rate)
             self._due = now
@@ -189,6 +203,29 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._due += frame.samples / rate
         self.frames_sent += 1
         return frame
+
+    async def _next_or_silence(self) -> object | None:
+        """Wait for the next frame; right after audio ran out, fill the first
+        ``TAIL_SILENCE_FRAMES`` frame periods with silence (the receiver then fades out
+        cleanly instead of stretching the last sound)."""
+        if self._silence_left <= 0 or self._due is None or self._last is None:
+            return await self._queue.get()
+        try:
+            timeout = max(0.0, self._due - time.monotonic())
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except asyncio.TimeoutError:
+            self._silence_left -= 1
+            self._filler = _silence_like(self._last)
+            return self._filler
+
+
+def _silence_like(frame: av.AudioFrame) -> av.AudioFrame:
+    channels = len(frame.layout.channels)
+    silence = av.AudioFrame.from_ndarray(
+        np.zeros((1, frame.samples * channels), np.int16), format="s16", layout=frame.layout.name
+    )
+    silence.sample_rate = frame.sample_rate
+    return silence
 
 
 class OutboundVideoTrack(MediaStreamTrack):

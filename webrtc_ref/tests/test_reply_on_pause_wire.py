@@ -34,25 +34,24 @@ def reply(audio: tuple[int, np.ndarray]) -> Iterator[Any]:
 async def reply_onsets(track: Any, seconds: float) -> list[float]:
     """Wall-clock times (``time.time()``) at which the reply tone starts arriving."""
     onsets: list[float] = []
-    loud = False
-    last = 0.0
+    last_reply = 0.0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
             frame = await asyncio.wait_for(track.recv(), 0.5)
         except (asyncio.TimeoutError, MediaStreamError):
-            loud = False  # the server sends nothing between replies
             continue
-        if time.monotonic() - last > 0.1:
-            loud = False
-        last = time.monotonic()
         data = frame.to_ndarray().reshape(-1, 2)[:, 0].astype(np.float64) / 32768
         is_reply = np.sqrt(np.mean(data**2)) > 0.1 and (
             abs(dominant_frequency(data, 48000) - REPLY_HZ) < 60
         )
-        if is_reply and not loud:
+        if not is_reply:
+            continue
+        # Replies are >= 0.6 s apart; closer reply-like frames (the codec's ring-out
+        # after a burst) belong to the same reply.
+        if time.time() - last_reply > 0.6:
             onsets.append(time.time())
-        loud = is_reply
+        last_reply = time.time()
     return onsets
 
 

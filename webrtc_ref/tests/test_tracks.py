@@ -49,8 +49,44 @@ async def test_gap_in_audio_moves_timestamps_by_the_gap() -> None:
     track = OutboundAudioTrack(asyncio.get_running_loop())
     track.push(frame())
     first = (await track.recv()).pts
-    await asyncio.sleep(0.3)  # nothing to send for 300 ms
+    sent_first = time.monotonic()
+    for _ in range(5):  # the tail silence
+        await track.recv()
+    pending = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.3)  # nothing to send for a while
     track.push(frame())
-    second = (await track.recv()).pts
+    second = (await pending).pts
+    elapsed = time.monotonic() - sent_first
     gap = (second - first) / 48000
-    assert 0.28 < gap < 0.4, f"timestamps moved {gap:.3f} s across a 0.3 s gap"
+    assert abs(gap - elapsed) < 0.04, f"timestamps moved {gap:.3f} s in {elapsed:.3f} s"
+
+
+async def test_late_but_queued_frames_keep_continuous_timestamps() -> None:
+    """A stalled event loop is not a gap in the audio: no timestamp jump (browser tests
+    saw 50-170 ms jumps with 80+ frames waiting)."""
+    track = OutboundAudioTrack(asyncio.get_running_loop(), max_lead_s=0.0)
+    for _ in range(20):
+        track.push(frame())
+    first = (await track.recv()).pts
+    time.sleep(0.15)  # the event loop is blocked while frames wait in the queue
+    pts = [(await track.recv()).pts for _ in range(5)]
+    assert pts == [first + 960 * (i + 1) for i in range(5)]
+
+
+async def test_audio_ends_with_a_short_silence() -> None:
+    """After the last queued frame, 100 ms of silence follows, then nothing."""
+    track = OutboundAudioTrack(asyncio.get_running_loop())
+    loud = av.AudioFrame.from_ndarray(
+        np.full((1, 1920), 8000, np.int16), format="s16", layout="stereo"
+    )
+    loud.sample_rate = 48000
+    track.push(loud)
+    await track.recv()
+    tail = [await asyncio.wait_for(track.recv(), 1) for _ in range(5)]
+    assert all(not f.to_ndarray().any() for f in tail)
+    assert [f.pts for f in tail] == [960 * (i + 1) for i in range(5)]
+    pending = asyncio.ensure_future(track.recv())
+    done, _ = await asyncio.wait({pending}, timeout=0.3)
+    assert not done, "silence kept flowing after the tail"
+    track.push(frame())
+    assert (await asyncio.wait_for(pending, 1)).samples == 960
