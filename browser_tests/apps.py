@@ -1,0 +1,83 @@
+"""Gradio apps the browser tests launch besides the demos (``webrtc_ref.demos``).
+
+Each is built fresh per module and launched in-process on a free loopback port
+(``webrtc_ref.testing.launched``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from browser_tests.helpers import NO_PROCESSING
+from webrtc_ref import WebRTC
+
+#: Seconds the ``timed`` stream of the lifecycle app may last.
+TIME_LIMIT = 3.0
+EXPLOSION = "the handler exploded on purpose"
+
+
+def echo_audio_app() -> gr.Blocks:
+    """The user guide's EchoHandler (from the echo-audio demo), with Chrome's audio
+    processing off so that levels can be compared."""
+    from webrtc_ref.demos.echo_audio import EchoHandler
+
+    with gr.Blocks(title="Echo, no audio processing") as demo:
+        audio = WebRTC(
+            label="Echo",
+            mode="send-receive",
+            modality="audio",
+            track_constraints=NO_PROCESSING,
+            elem_id="echo",
+        )
+        audio.stream(fn=EchoHandler(), inputs=[audio], outputs=[audio], time_limit=30)
+    return demo
+
+
+def identity(frame: np.ndarray) -> np.ndarray:
+    """Send the webcam frame back unchanged (RGB uint8 in, RGB uint8 out)."""
+    return frame
+
+
+def fragile(frame: np.ndarray, explode: bool) -> np.ndarray:
+    """Echo the frame, or raise while this session's "explode" checkbox is ticked."""
+    if explode:
+        raise RuntimeError(EXPLOSION)
+    return frame
+
+
+def lifecycle_app() -> tuple[gr.Blocks, dict[str, WebRTC]]:
+    """Three video echo streams: ``timed`` (time_limit), ``limited`` (concurrency_limit=1)
+    and ``fragile`` (unlimited; raises while its checkbox is ticked)."""
+    components: dict[str, WebRTC] = {}
+    with gr.Blocks(title="lifecycle") as demo:
+        timed = WebRTC(label="Timed", elem_id="timed", time_limit=TIME_LIMIT, height=160)
+        timed.stream(identity, inputs=[timed], outputs=[timed])
+        limited = WebRTC(label="Limited", elem_id="limited", height=160)
+        limited.stream(identity, inputs=[limited], outputs=[limited], concurrency_limit=1)
+        fragile_video = WebRTC(label="Fragile", elem_id="fragile", height=160)
+        explode = gr.Checkbox(label="explode", value=False, elem_id="explode")
+        fragile_video.stream(
+            fragile,
+            inputs=[fragile_video, explode],
+            outputs=[fragile_video],
+            concurrency_limit=None,
+        )
+        components.update(timed=timed, limited=limited, fragile=fragile_video)
+    return demo, components
+
+
+def turn_app(ice_servers: list[dict[str, Any]]) -> tuple[gr.Blocks, WebRTC]:
+    """A video echo whose browser side may only use the TURN relay (``iceTransportPolicy:
+    "relay"``) and whose server side also knows the relay (``server_rtc_configuration``)."""
+    with gr.Blocks(title="TURN") as demo:
+        video = WebRTC(
+            label="Through TURN",
+            elem_id="turn",
+            rtc_configuration={"iceServers": ice_servers, "iceTransportPolicy": "relay"},
+            server_rtc_configuration={"iceServers": ice_servers},
+        )
+        video.stream(identity, inputs=[video], outputs=[video], time_limit=60)
+    return demo, video
