@@ -49,6 +49,8 @@ CLOSE_REASONS = (
 #: Seconds between the last frame of a finished receive stream and the end of the
 #: connection, so the browser plays what is still in its jitter buffer.
 FINISH_GRACE = 0.5
+#: Seconds an error may wait for the data channel to open so the browser hears of it.
+ERROR_DELIVERY_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -346,6 +348,8 @@ class Connection:
         for timer in self._timers:
             timer.cancel()
         try:
+            if reason == "error":
+                await self._await_channel(ERROR_DELIVERY_WAIT)
             if reason != "client_closed":
                 await self._say_goodbye(reason, message)
             if self.out_track is not None:
@@ -359,6 +363,19 @@ class Connection:
         finally:
             self._on_closed(self)
             self.closed.set()
+
+    async def _await_channel(self, timeout: float) -> None:
+        """An error before the data channel opened (say, a generator that raises at
+        once) must still reach the browser: wait for the channel while the peer is
+        still connecting, then send what is pending."""
+        deadline = time.monotonic() + timeout
+        while (
+            (self.channel is None or self.channel.readyState != "open")
+            and self.pc.connectionState in ("new", "connecting", "connected")
+            and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.02)
+        self._flush_messages()
 
     async def _say_goodbye(self, reason: str, message: str | None) -> None:
         """Send ``end_stream`` and give the data channel a moment to deliver it."""

@@ -1,0 +1,384 @@
+"""The adapter protocol: how the suite gets a scenario served by an implementation.
+
+An **adapter** wraps one implementation (a package with the user guide's API). It says
+which capabilities it claims, hands the suite the implementation's public classes
+(:class:`Api`), and **serves** a :class:`Scenario`: it builds the Gradio app the user guide
+would write for it (a ``WebRTC`` component, its ``stream`` event, extra inputs, a trigger
+button, ``on_additional_outputs``), launches it on 127.0.0.1 in this process, and yields a
+:class:`Served`: the app's URL plus the component ids the wire client needs. Everything
+after that is the implementation's wire protocol, spoken by :mod:`conformance.wire`.
+
+A scenario's handler is written once, against :class:`Api` (``api.StreamHandler`` as the
+base class, ``api.AdditionalOutputs(...)`` to yield, ``api.reply_on_pause(fn)``), so the
+same user code runs on every implementation. Because the app runs in the suite's process,
+handlers can record what they see into probes (thread-safe lists) that tests assert on.
+
+Capabilities an adapter does not claim make the tests that need them UNSUPPORTED (with the
+adapter's reason), never FAIL. See docs/adding-an-implementation.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["send-receive", "send", "receive"]
+Modality = Literal["audio", "video"]
+MODES: tuple[Mode, ...] = ("send-receive", "send", "receive")
+MODALITIES: tuple[Modality, ...] = ("audio", "video")
+
+#: Every capability the suite knows. ``<modality>.<mode>`` are the stream kinds.
+CAPABILITIES: frozenset[str] = frozenset(
+    {f"{modality}.{mode}" for modality in MODALITIES for mode in MODES}
+    | {
+        "reply_on_pause",  # ReplyOnPause works offline (its pause detector is available)
+        "additional_outputs",  # AdditionalOutputs + on_additional_outputs
+    }
+)
+
+
+class Unsupported(Exception):
+    """A test needs a capability the adapter does not claim (reported UNSUPPORTED)."""
+
+
+@dataclass(frozen=True)
+class Api:
+    """The implementation's public API, as the user guide uses it.
+
+    ``reply_on_pause(fn, **kwargs)`` constructs a ``ReplyOnPause``; adapters use it to
+    inject an offline pause detector where the implementation accepts one.
+    """
+
+    WebRTC: type
+    StreamHandler: type
+    AdditionalOutputs: type
+    ReplyOnPause: type
+    reply_on_pause: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Input:
+    """Another input component of the stream, with its initial value.
+
+    ``kind``: ``"number"`` (gr.Number), ``"checkbox"``, ``"text"`` or ``"state"``
+    (gr.State; the browser never sends its value, the server keeps it).
+    """
+
+    value: Any = 0
+    kind: Literal["number", "checkbox", "text", "state"] = "number"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What to serve: one or more WebRTC components, each with one stream event.
+
+    Parameters:
+        mode, modality: of every component.
+        handler: ``handler(api) -> fn``; called once per component to build the stream's
+            ``fn`` (a StreamHandler instance, a video function, a generator function).
+        inputs: the stream's other inputs (after the component in send modes; the
+            trigger's inputs in receive mode).
+        outputs: number of components updated by ``on_additional_outputs``; 0 registers no
+            ``on_additional_outputs``. They are ``gr.Textbox``es and each value the fn
+            returns is sent as JSON text (the wire client decodes it): any JSON value
+            survives every Gradio version, streaming included.
+        on_outputs: the ``on_additional_outputs`` fn; default returns its arguments,
+            one per output.
+        outputs_inputs: inputs passed to ``on_additional_outputs`` (indices into
+            ``inputs``); the guide passes none.
+        outputs_queue: ``queue=`` of ``on_additional_outputs`` (the guide uses False).
+        time_limit: ``stream(time_limit=...)``.
+        constructor_time_limit: ``WebRTC(time_limit=...)``.
+        concurrency_limit: ``stream(concurrency_limit=...)``; ``"default"`` passes nothing.
+        components: how many WebRTC components (each with its own stream).
+    """
+
+    mode: Mode
+    modality: Modality
+    handler: Callable[[Api], Any]
+    inputs: tuple[Input, ...] = ()
+    outputs: int = 0
+    on_outputs: Callable[..., Any] | None = None
+    outputs_inputs: tuple[int, ...] = ()
+    outputs_queue: bool = True
+    time_limit: float | None = None
+    constructor_time_limit: float | None = None
+    concurrency_limit: int | Literal["default"] | None = "default"
+    components: int = 1
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The capabilities serving this scenario requires."""
+        needs = {f"{self.modality}.{self.mode}"}
+        if self.outputs:
+            needs.add("additional_outputs")
+        return frozenset(needs)
+
+
+@dataclass
+class ServedStream:
+    """Component ids of one served WebRTC component and its companions."""
+
+    webrtc: int
+    inputs: list[int]
+    input_kinds: list[str]
+    outputs: list[int]
+    trigger: int | None
+
+
+@dataclass
+class Served:
+    """A scenario being served: where it is and how the browser client of the
+    implementation behaves (the wire client imitates it).
+
+    ``periodic_ticks``: the client fires ``tick`` every 0.5 s (video send modes) / 1 s
+    (receive mode) while connected, as gradio_webrtc's client does. ``tick_on_open``: the
+    client fires ``tick`` when the data channel opens.
+    """
+
+    url: str
+    scenario: Scenario
+    streams: list[ServedStream]
+    periodic_ticks: bool = True
+    tick_on_open: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Adapter(ABC):
+    """One implementation under test (see the module docstring)."""
+
+    #: Short id used by ``--impl`` and in reports.
+    name: str = ""
+    #: The importable package users import the guide's names from (API-001).
+    module: str = ""
+    #: Capabilities claimed (a subset of :data:`CAPABILITIES`).
+    capabilities: frozenset[str] = frozenset()
+    #: Why a capability is not claimed: shown as the UNSUPPORTED message.
+    unsupported: dict[str, str] = {}  # noqa: RUF012 - read-only class default
+    #: How the implementation's browser client ticks (see :class:`Served`).
+    periodic_ticks: bool = True
+    tick_on_open: bool = True
+    #: The implementation keeps connection state per process, not per app (gradio_webrtc):
+    #: scenarios are then recorded one at a time and :meth:`reset` runs before each test,
+    #: as if each test had a process of its own. (LIM-008 still checks the sharing.)
+    shared_state: bool = False
+
+    def reset(self) -> None:
+        """Forget connection state left by earlier tests (only for ``shared_state``)."""
+
+    def ticks_on_open(self, scenario: Scenario) -> bool:
+        """Whether the implementation's browser client fires ``tick`` once connected."""
+        return self.tick_on_open
+
+    @abstractmethod
+    def version(self) -> str:
+        """The implementation's version (for the report)."""
+
+    @abstractmethod
+    def api(self) -> Api:
+        """The implementation's public API."""
+
+    def require(self, *capabilities: str) -> None:
+        """Raise :class:`Unsupported` (with the adapter's reason) unless all are claimed."""
+        for capability in capabilities:
+            if capability not in CAPABILITIES:
+                raise ValueError(f"unknown capability {capability!r}")
+            if capability not in self.capabilities:
+                reason = self.unsupported.get(capability, "not claimed by the adapter")
+                raise Unsupported(f"{self.name} does not support {capability}: {reason}")
+
+    def build(self, scenario: Scenario) -> tuple[Any, list[ServedStream]]:
+        """Build the Gradio Blocks for ``scenario`` with this implementation's API."""
+        return build_blocks(self.api(), scenario)
+
+    @contextlib.contextmanager
+    def serve(self, scenario: Scenario) -> Iterator[Served]:
+        """Serve ``scenario`` on 127.0.0.1 in this process; close the app afterwards."""
+        self.require(*scenario.needs)
+        if self.shared_state:
+            self.reset()
+        with _LAUNCH_LOCK:  # Gradio's Blocks context is process-global: build one at a time
+            _ensure_event_loop()
+            blocks, streams = self.build(scenario)
+        with launched(blocks) as url:
+            yield Served(
+                url=url,
+                scenario=scenario,
+                streams=streams,
+                periodic_ticks=self.periodic_ticks,
+                tick_on_open=self.ticks_on_open(scenario),
+            )
+
+
+# -- building the guide's app ---------------------------------------------------------------
+
+
+def _input_component(spec: Input) -> Any:
+    import gradio as gr
+
+    if spec.kind == "number":
+        precision = 0 if isinstance(spec.value, int) and not isinstance(spec.value, bool) else None
+        return gr.Number(value=spec.value, precision=precision)
+    if spec.kind == "checkbox":
+        return gr.Checkbox(value=bool(spec.value))
+    if spec.kind == "text":
+        return gr.Textbox(value=str(spec.value))
+    if spec.kind == "state":
+        return gr.State(value=spec.value)
+    raise ValueError(f"unknown input kind {spec.kind!r}")
+
+
+def _identity(*values: Any) -> Any:
+    return values[0] if len(values) == 1 else values
+
+
+def _as_json_text(fn: Callable[..., Any], count: int) -> Callable[..., Any]:
+    """Wrap an ``on_additional_outputs`` fn so each output value leaves as JSON text."""
+    import functools
+    import json
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> Any:
+        result = fn(*args)
+        values = [result] if count == 1 else list(result)
+        encoded = [json.dumps(value, default=repr) for value in values]
+        return encoded[0] if count == 1 else tuple(encoded)
+
+    return wrapper
+
+
+def build_blocks(api: Api, scenario: Scenario) -> tuple[Any, list[ServedStream]]:
+    """The app the user guide would write for ``scenario``, with ``api``'s classes."""
+    import gradio as gr
+
+    streams: list[ServedStream] = []
+    with gr.Blocks() as blocks:
+        for index in range(scenario.components):
+            kwargs: dict[str, Any] = {
+                "label": f"Stream {index}",
+                "mode": scenario.mode,
+                "modality": scenario.modality,
+            }
+            if scenario.constructor_time_limit is not None:
+                kwargs["time_limit"] = scenario.constructor_time_limit
+            webrtc = api.WebRTC(**kwargs)
+            inputs = [_input_component(spec) for spec in scenario.inputs]
+            button = gr.Button("Start") if scenario.mode == "receive" else None
+            stream_kwargs: dict[str, Any] = {
+                "fn": scenario.handler(api),
+                "outputs": [webrtc],
+            }
+            if scenario.mode == "receive":
+                assert button is not None
+                stream_kwargs["inputs"] = inputs or None
+                stream_kwargs["trigger"] = button.click
+            else:
+                stream_kwargs["inputs"] = [webrtc, *inputs]
+            if scenario.time_limit is not None:
+                stream_kwargs["time_limit"] = scenario.time_limit
+            if scenario.concurrency_limit != "default":
+                stream_kwargs["concurrency_limit"] = scenario.concurrency_limit
+            webrtc.stream(**stream_kwargs)
+            outputs: list[Any] = []
+            if scenario.outputs:
+                outputs = [gr.Textbox(label=f"output {i}") for i in range(scenario.outputs)]
+                extra: dict[str, Any] = {}
+                if scenario.outputs_inputs:
+                    extra["inputs"] = [inputs[i] for i in scenario.outputs_inputs]
+                webrtc.on_additional_outputs(
+                    _as_json_text(scenario.on_outputs or _identity, scenario.outputs),
+                    outputs=outputs,
+                    queue=scenario.outputs_queue,
+                    show_progress="hidden",
+                    **extra,
+                )
+            streams.append(
+                ServedStream(
+                    webrtc=webrtc._id,
+                    inputs=[c._id for c in inputs],
+                    input_kinds=[spec.kind for spec in scenario.inputs],
+                    outputs=[c._id for c in outputs],
+                    trigger=button._id if button is not None else None,
+                )
+            )
+    return blocks, streams
+
+
+@contextlib.contextmanager
+def no_pyi_stubs() -> Iterator[None]:
+    """Define Gradio component subclasses without Gradio writing a ``.pyi`` beside them."""
+    import gradio.component_meta as component_meta
+
+    original = component_meta.create_or_modify_pyi
+    component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        component_meta.create_or_modify_pyi = original
+
+
+# -- launching ---------------------------------------------------------------------------------
+
+_LAUNCH_LOCK = threading.RLock()
+
+
+def _ensure_event_loop() -> None:
+    """Give this thread an event loop if it has none.
+
+    Gradio 5 creates its queue's locks when Blocks are built, with
+    ``asyncio.get_event_loop()``; in a worker thread without a loop it silently stores
+    ``None`` and every queued event then fails with HTTP 500.
+    """
+    import asyncio
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            asyncio.get_event_loop()
+        except RuntimeError:
+            asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def launched(blocks: Any, host: str = "127.0.0.1") -> Iterator[str]:
+    """Launch ``blocks`` on a free loopback port in this process; yield its URL; close it."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    with _LAUNCH_LOCK:
+        for attempt in range(3):
+            port = free_port(host)
+            try:
+                blocks.launch(
+                    server_name=host,
+                    server_port=port,
+                    prevent_thread_lock=True,
+                    quiet=True,
+                    show_error=True,
+                )
+                break
+            except OSError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        blocks.close()
+
+
+def stream_ids(streams: Sequence[ServedStream]) -> list[int]:
+    return [s.webrtc for s in streams]

@@ -1,0 +1,59 @@
+"""The adapter for fastrtc (0.0.34 from PyPI), in its own venv with Gradio 5.
+
+fastrtc's ``ReplyOnPause(fn, model=...)`` accepts any ``PauseDetectionModel``
+(``vad((rate, audio), options) -> (speech_seconds, chunks)`` and ``warmup()``), so the
+adapter injects webrtc_ref's offline Silero model (``webrtc_ref.pause_detection``, which
+needs only numpy, av and onnxruntime) instead of letting fastrtc download one.
+
+fastrtc's browser client sends no periodic ticks: it fires ``tick`` once connected (not in
+the microphone component), other inputs reach the stream through their own ``change``
+events, and the server asks with ``{"type": "send_input"}``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from conformance.adapters.base import CAPABILITIES, Adapter, Api
+
+
+def _offline_model() -> Any:
+    from webrtc_ref.pause_detection import get_silero_model
+
+    return get_silero_model()
+
+
+class FastrtcAdapter(Adapter):
+    """fastrtc's WebRTC component with an injected offline pause detector."""
+
+    name = "fastrtc"
+    module = "fastrtc"
+    capabilities = CAPABILITIES
+    periodic_ticks = False
+    tick_on_open = True
+
+    def ticks_on_open(self, scenario: Any) -> bool:
+        # fastrtc's client fires `tick` once connected, except in its microphone component
+        return not (scenario.modality == "audio" and scenario.mode != "receive")
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("fastrtc")
+
+    def api(self) -> Api:
+        import fastrtc
+
+        @functools.wraps(fastrtc.ReplyOnPause)
+        def reply_on_pause(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("model", _offline_model())
+            return fastrtc.ReplyOnPause(fn, *args, **kwargs)
+
+        return Api(
+            WebRTC=fastrtc.WebRTC,
+            StreamHandler=fastrtc.StreamHandler,
+            AdditionalOutputs=fastrtc.AdditionalOutputs,
+            ReplyOnPause=fastrtc.ReplyOnPause,
+            reply_on_pause=reply_on_pause,
+        )

@@ -1,0 +1,82 @@
+"""The ``null`` adapter: a baseline that implements nothing (bowtie's null implementation).
+
+Its ``WebRTC`` is a plain ``gr.HTML`` that accepts every argument and registers nothing,
+so apps build and launch but there is no ``offer`` server function, no validation and no
+media. It claims every capability, so every requirement is tried, and the meta tests
+check that it fails them: a suite that passes ``null`` proves nothing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from conformance.adapters.base import CAPABILITIES, Adapter, Api, no_pyi_stubs
+
+
+class NullStreamHandler(ABC):
+    """receive/emit/copy, and nothing behind them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @abstractmethod
+    def receive(self, frame: Any) -> None: ...
+
+    @abstractmethod
+    def emit(self) -> Any: ...
+
+    @abstractmethod
+    def copy(self) -> Any: ...
+
+
+class NullAdditionalOutputs:
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+
+class NullReplyOnPause:
+    """Not a StreamHandler, and never calls fn."""
+
+    def __init__(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        self.fn = fn
+
+
+def _null_webrtc() -> type:
+    import gradio as gr
+
+    with no_pyi_stubs():
+
+        class NullWebRTC(gr.HTML):  # type: ignore[misc]
+            def __init__(self, value: Any = None, **kwargs: Any) -> None:
+                super().__init__(value=value, label=kwargs.get("label"))
+
+            def stream(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+                return None
+
+            def on_additional_outputs(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+                return None
+
+    return NullWebRTC
+
+
+class NullAdapter(Adapter):
+    """Implements nothing; fails everything it can be asked."""
+
+    name = "null"
+    module = "conformance.adapters.null"
+    capabilities = CAPABILITIES
+    periodic_ticks = True
+    tick_on_open = True
+
+    def version(self) -> str:
+        return "0"
+
+    def api(self) -> Api:
+        return Api(
+            WebRTC=_null_webrtc(),
+            StreamHandler=NullStreamHandler,
+            AdditionalOutputs=NullAdditionalOutputs,
+            ReplyOnPause=NullReplyOnPause,
+            reply_on_pause=NullReplyOnPause,
+        )

@@ -1,0 +1,189 @@
+"""Connection lifecycle: shutdown, cleanup after the client leaves (closing or vanishing),
+the end of receive streams, leaks, and isolation between connections."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from conformance.adapters import Adapter, Input, Scenario
+from conformance.helpers import MANY, Probe, marker_fn, recording_handler
+from conformance.recording import Recordings
+from conformance.wire import Wire, eventually, serving, wait_for
+
+
+def tone_track() -> Any:
+    from fixtures.tracks import ToneAudioTrack
+
+    return ToneAudioTrack(440.0)
+
+
+def barcode() -> Any:
+    from fixtures.tracks import BarcodeVideoTrack
+
+    return BarcodeVideoTrack(320, 240, clock=time.time)
+
+
+async def admitted(wire: Wire) -> bool:
+    peer = wire.peer(send=tone_track())
+    await peer.connect()
+    if peer.answered:
+        return True
+    await peer.close()
+    return False
+
+
+def recording_scenario(probe: Probe, **kwargs: Any) -> Scenario:
+    return Scenario(
+        "send-receive",
+        "audio",
+        lambda api: recording_handler(api, probe, keep_audio=False),
+        **kwargs,
+    )
+
+
+@pytest.mark.requirement("LIFE-001")
+async def test_shutdown_runs_exactly_once(adapter: Adapter) -> None:
+    """The connection's handler's shutdown() is called exactly once when the connection ends."""
+    probe = Probe()
+    async with serving(adapter, recording_scenario(probe)) as wire:
+        peer = wire.peer(send=tone_track())
+        await peer.connect_ok()
+        await eventually(lambda: probe.count("receive") >= 5, 5.0)
+        await peer.close()
+        await eventually(lambda: probe.count("shutdown") >= 1, 5.0)
+        assert probe.count("shutdown") >= 1, "shutdown() was not called after the client closed"
+        # the slot is free again once the connection is fully cleaned up
+        await wait_for(lambda: admitted(wire), 5.0, "the slot to be freed")
+        assert probe.count("shutdown") == 1, f"shutdown() ran {probe.count('shutdown')} times"
+
+
+@pytest.mark.requirement("LIFE-002")
+async def test_handler_stops_after_the_client_closes(adapter: Adapter) -> None:
+    """After the client closes, the handler is no longer called (receive and emit stop within
+    2 s)."""
+    probe = Probe()
+    async with serving(adapter, recording_scenario(probe)) as wire:
+        peer = wire.peer(send=tone_track())
+        await peer.connect_ok()
+        await eventually(lambda: probe.count("receive") >= 5, 5.0)
+        await peer.close()
+        closed = time.time()
+
+        def calls() -> int:
+            return probe.count("receive") + probe.count("emit")
+
+        await eventually(lambda: time.time() > closed + 2.0, 3.0)
+        before = calls()
+        await eventually(lambda: time.time() > closed + 2.5, 1.0)
+        after = calls()
+        assert after == before, f"the handler was called {after - before} times 2-2.5 s after close"
+
+
+@pytest.mark.requirement("LIFE-003")
+async def test_vanished_client_is_cleaned_up(
+    adapter: Adapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that vanishes without closing (ICE consent fails) is detected and cleaned up:
+    shutdown() runs and the slot is freed within 10 s of consent failing."""
+    import aioice.ice
+
+    # ICE consent checks every 0.1 s, failing after 3 misses (the server runs in-process).
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.1)
+    monkeypatch.setattr(aioice.ice, "CONSENT_FAILURES", 3)
+    probe = Probe()
+    async with serving(adapter, recording_scenario(probe)) as wire:
+        peer = wire.peer(send=tone_track())
+        await peer.connect_ok()
+        await eventually(lambda: probe.count("receive") >= 5, 5.0)
+        for transceiver in peer.pc.getTransceivers():  # vanish: no DTLS/SCTP goodbye
+            await transceiver.sender.transport.transport.stop()
+        await eventually(lambda: probe.count("shutdown") >= 1, 10.0)
+        assert probe.count("shutdown") == 1, "shutdown() did not run for the vanished client"
+        await wait_for(lambda: admitted(wire), 5.0, "the vanished client's slot to be freed")
+
+
+@pytest.mark.requirement("LIFE-004")
+def test_receive_stream_ends_with_the_generator(audio_sessions: Recordings) -> None:
+    """Receive mode: when the generator is exhausted the stream ends (the media track ends or
+    the connection closes)."""
+    recording = audio_sessions["generator"]
+    done = recording.probe.get("done")
+    assert done, "the generator did not run to its end"
+    peer = recording.peer
+    ended_at = recording.notes["ended_at"]
+    assert peer.ended or (peer.recorder is not None and peer.recorder.ended), (
+        "the stream went on after the generator was exhausted"
+    )
+    assert ended_at - done[0] < 5.0, f"the stream ended {ended_at - done[0]:.1f} s after"
+
+
+@pytest.mark.requirement("LIFE-005")
+async def test_connect_close_cycles_leave_no_threads(adapter: Adapter) -> None:
+    """Repeated connect/close cycles leave nothing behind: the server's thread count returns
+    to its baseline."""
+    probe = Probe()
+    async with serving(adapter, recording_scenario(probe)) as wire:
+
+        async def cycle(number: int) -> None:
+            admitted_peer: list[Any] = []
+
+            async def attempt() -> bool:
+                peer = wire.peer(send=tone_track())
+                await peer.connect()
+                if peer.answered:
+                    admitted_peer.append(peer)
+                    return True
+                await peer.close()  # the previous connection is still being cleaned up
+                return False
+
+            await wait_for(attempt, 5.0, "admission")
+            peer = admitted_peer[0]
+            await peer.wait_connected()
+            await eventually(lambda: probe.count("receive") >= 2 * number, 3.0)
+            await peer.close()
+            await eventually(lambda: probe.count("shutdown") >= number, 5.0)
+
+        for number in (1, 2):  # warm-up: thread pools reach their working size
+            await cycle(number)
+        baseline = threading.active_count()
+        for number in range(3, 11):
+            await cycle(number)
+        settled = await eventually(lambda: threading.active_count() <= baseline + 2, 5.0)
+        assert settled, (
+            f"{threading.active_count() - baseline} more threads after 8 connect/close cycles"
+        )
+
+
+@pytest.mark.requirement("LIFE-006")
+async def test_inputs_stay_with_their_connection(adapter: Adapter) -> None:
+    """Input values sent for one connection never reach another connection's handler."""
+    probe = Probe()
+    scenario = Scenario(
+        "send-receive",
+        "video",
+        lambda api: marker_fn(probe),
+        inputs=(Input(0),),
+        concurrency_limit=MANY,
+    )
+    async with serving(adapter, scenario) as wire:
+        low = wire.peer(send=barcode(), inputs=[60])
+        high = wire.peer(send=barcode(), inputs=[200])
+        for peer in (low, high):
+            await peer.connect_ok()
+            await peer.wait_remote()
+
+        def settled(peer: Any, level: int) -> bool:
+            frames = peer.recorder.frames
+            return sum(abs(f.mark - level) < 12 for f in frames) >= 20
+
+        await eventually(lambda: settled(low, 60) and settled(high, 200), 8.0)
+        for peer, mine, other in ((low, 60, 200), (high, 200, 60)):
+            marks = [f.mark for f in peer.recorder.frames]
+            assert sum(abs(m - mine) < 12 for m in marks) >= 20, f"client {mine} got no frames"
+            assert not [m for m in marks if abs(m - other) < 12], (
+                f"client {mine} got frames processed with the other client's input {other}"
+            )
