@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import queue
 import subprocess
 import sys
 import threading
@@ -46,26 +45,10 @@ from typing import Any
 
 import numpy as np
 
+from webrtc_ref.demos.echo_audio import EchoHandler  # the user guide's, verbatim
 from webrtc_ref.handlers import StreamHandler
 
 KINDS: tuple[str, ...] = ("ref-echo", "ref-idle", "bare-echo", "bare-tight", "bare-sink")
-
-
-class EchoHandler(StreamHandler):
-    """The user guide's EchoHandler, verbatim: ``emit`` blocks in ``Queue.get()``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.queue: queue.Queue[Any] = queue.Queue()
-
-    def receive(self, frame: tuple[int, np.ndarray]) -> None:
-        self.queue.put(frame)
-
-    def emit(self) -> Any:
-        return self.queue.get()
-
-    def copy(self) -> StreamHandler:
-        return EchoHandler()
 
 
 class IdleHandler(StreamHandler):

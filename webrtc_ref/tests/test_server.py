@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,29 +22,13 @@ from fixtures.analysis import dominant_frequency
 from fixtures.audio import tone
 from fixtures.tracks import BarcodeVideoTrack, ToneAudioTrack
 from fixtures.video import detect_channel_order, make_frame, read_frame_id
+from webrtc_ref.demos.echo_audio import EchoHandler  # the user guide's, verbatim
 from webrtc_ref.handlers import StreamHandler
 from webrtc_ref.outputs import AdditionalOutputs
 from webrtc_ref.server import StreamServer
 from webrtc_ref.testing import ClientPeer, async_wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class EchoHandler(StreamHandler):
-    """The user guide's EchoHandler, verbatim: ``emit`` blocks in ``Queue.get()``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.queue: queue.Queue[Any] = queue.Queue()
-
-    def receive(self, frame: tuple[int, np.ndarray]) -> None:
-        self.queue.put(frame)
-
-    def emit(self) -> Any:
-        return self.queue.get()
-
-    def copy(self) -> StreamHandler:
-        return EchoHandler()
 
 
 class Recording(StreamHandler):
