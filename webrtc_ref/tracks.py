@@ -20,6 +20,7 @@ import collections
 import fractions
 import threading
 import time
+from typing import Any
 
 import av
 import numpy as np
@@ -171,11 +172,11 @@ class OutboundAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        frame = self._queue.pop_nowait()
+        frame: Any = self._queue.pop_nowait()
         queued = frame is not None
         if frame is None:
             frame = await self._next_or_silence()
-        if not isinstance(frame, av.AudioFrame):
+        if frame is None or not isinstance(frame, av.AudioFrame):
             self.stop()
             raise MediaStreamError
         if frame is not self._filler:
@@ -273,8 +274,8 @@ class OutboundVideoTrack(MediaStreamTrack):
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        frame = await self._queue.get()
-        if not isinstance(frame, av.VideoFrame):
+        frame: Any = await self._queue.get()
+        if frame is None or not isinstance(frame, av.VideoFrame):
             self.stop()
             raise MediaStreamError
         if self._paced:
