@@ -8,9 +8,11 @@
     test = "test_frame_is_rgb"           # optional: only tests whose name contains this
     strict = false                       # optional: a timing-dependent failure that may pass
 
-Matching tests are marked ``xfail(strict=True)``: they are reported XFAIL with the reason,
-and one that passes fails the run (the expectation is stale: remove it). With
-``strict = false`` (only for failures that depend on timing), a pass is reported PASS.
+Matching tests are marked ``xfail``: the requirement is reported XFAIL with the reason.
+If every matching test passes, the expectation is stale: the requirement is reported FAIL
+and the run fails (remove the entry). With ``strict = false`` (only for failures that
+depend on timing) such a pass is reported PASS. A parametrised test may fail for some
+parameters only; the requirement is then XFAIL.
 An entry whose id is not in the catalogue, or that matches no test of the suite, is an
 error: the run stops. webrtc_ref has no expectation file.
 """

@@ -78,6 +78,11 @@ _CELL = {
 }
 
 
+def _column(run: dict[str, Any]) -> str:
+    name, version = run["implementation"], str(run.get("version", ""))
+    return name if not version or name.endswith(version) else f"{name} {version}"
+
+
 def _first_line(text: str, limit: int = 240) -> str:
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -90,7 +95,7 @@ def _escape(text: str) -> str:
 def render_markdown(runs: Sequence[dict[str, Any]], catalogue: Catalogue | None = None) -> str:
     """docs/conformance.md from the runs' JSON reports."""
     catalogue = catalogue or load()
-    names = [f"{run['implementation']} {run.get('version', '')}".strip() for run in runs]
+    names = [_column(run) for run in runs]
     lines = [
         "# Conformance",
         "",
@@ -168,22 +173,30 @@ def render_markdown(runs: Sequence[dict[str, Any]], catalogue: Catalogue | None 
         lines.append("")
     notes = []
     for run in runs:
+        unsupported: dict[str, list[str]] = {}
         for requirement in catalogue:
             result = run.get("results", {}).get(requirement.id)
-            if (
-                result
-                and result["status"] in ("FAIL", "ERROR", "XFAIL", "UNSUPPORTED")
-                and result.get("message")
-            ):
+            if not result or not result.get("message"):
+                continue
+            if result["status"] == "UNSUPPORTED":
+                reason = _first_line(result["message"]).removeprefix("UNSUPPORTED: ")
+                unsupported.setdefault(reason, []).append(requirement.id)
+            elif result["status"] in ("FAIL", "ERROR", "XFAIL"):
+                status = "known fail" if result["status"] == "XFAIL" else result["status"]
                 notes.append(
-                    f"| {run['implementation']} | {requirement.id} | {result['status']} | "
+                    f"| {run['implementation']} | {requirement.id} | {status} | "
                     f"{_escape(_first_line(result['message']))} |"
                 )
+        for reason, ids in unsupported.items():
+            notes.append(
+                f"| {run['implementation']} | {', '.join(ids)} | unsupported | {_escape(reason)} |"
+            )
     if notes:
         lines += [
             "## Why",
             "",
-            "The first line of each failure message, or the expectation's reason.",
+            "For each failure the first line of its message, or the reason the expectation "
+            "file gives; for unsupported requirements the adapter's reason.",
             "",
             "| Implementation | Id | Status | Message |",
             "|---|---|---|---|",

@@ -117,6 +117,13 @@ def test_a_bad_expectation_file_stops_the_run(fauxmplementation_runs: dict[str, 
     assert "matches no test" in result["output"], result["output"][-2000:]
 
 
+def test_a_known_failure_that_passes_fails_the_run(fauxmplementation_runs: dict[str, Any]) -> None:
+    result = fauxmplementation_runs["stale-expectation"]
+    assert result["returncode"] != 0, "a stale expectation did not fail the run"
+    api_012 = result["results"]["API-012"]
+    assert api_012["status"] == "FAIL" and "remove the expectation" in api_012["message"]
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -194,6 +201,17 @@ def fauxmplementation_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str
         )
         for impl, ids in (("null", NULL_FAILS), ("broken", BROKEN_FAILS + BROKEN_PASSES))
     }
+    stale = out / "stale.toml"
+    stale.write_text(
+        '[[xfail]]\nid = "API-012"\nreason = "listed although it passes"\n', encoding="utf-8"
+    )
+    processes["stale-expectation"] = _pytest(
+        "conformance/tests/test_component_api.py",
+        "--impl=webrtc_ref",
+        "--requirement=API-012",
+        f"--expectations={stale}",
+        f"--conformance-report={out / 'stale-expectation'}.json",
+    )
     processes["bad-expectations"] = _pytest(
         "conformance/tests/test_component_api.py",
         "--collect-only",
