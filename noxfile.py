@@ -6,7 +6,8 @@ Sessions:
                only webrtc_ref runs by default)
   conformance_report  merge the conformance runs into docs/conformance.md
   browser      Playwright tests in Debian Chromium against real Gradio apps
-  bench        benchmarks; prints figures and writes docs/benchmarks.md
+  bench        benchmarks side by side (webrtc_ref, gradio_webrtc, fastrtc, bare aiortc);
+               writes build/bench/results.json and docs/benchmarks.md
   lint         ruff check, ruff format --check, mypy
   docs         mkdocs build --strict
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nox
@@ -149,12 +151,45 @@ def browser(session: nox.Session) -> None:
     )
 
 
+#: Implementations ``nox -s bench`` measures (each from its conformance venv), by default.
+BENCH_IMPLS: tuple[str, ...] = ("webrtc_ref", "gradio_webrtc", "fastrtc")
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: print figures and write docs/benchmarks.md (not part of the default run)."""
+    """Benchmarks side by side: webrtc_ref, gradio_webrtc, fastrtc and a bare aiortc floor.
+
+    Each implementation runs from its conformance venv (created here with ``nox
+    --install-only`` when missing). Writes build/bench/results.json, docs/benchmarks.md and
+    the plots in docs/benchmarks/. Not part of the default run. Arguments go to
+    ``python -m conformance.bench``: ``--quick``, ``--impl NAME`` (repeatable), ``--figure``.
+    """
     _apt_install(session, {"espeak-ng": "/usr/bin/espeak-ng"})
     _install(session)
-    session.run("python", "-m", "webrtc_ref.bench", *session.posargs)
+    args = list(session.posargs)
+    impls = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--impl"] or BENCH_IMPLS
+    for impl in impls:
+        if CONFORMANCE_IMPLS.get(impl) is not None:
+            session.run(
+                sys.executable,
+                "-m",
+                "nox",
+                "--install-only",
+                "--session",
+                f"conformance(impl='{impl}')",
+                external=True,
+            )
+    session.run(
+        "python",
+        "-m",
+        "conformance.bench",
+        "--json",
+        "build/bench/results.json",
+        "--md",
+        "docs/benchmarks.md",
+        *args,
+        env={"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"},
+    )
 
 
 @nox.session
@@ -164,7 +199,7 @@ def lint(session: nox.Session) -> None:
     session.install("-e", ".", "ruff>=0.6", "mypy>=1.10")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("mypy", "webrtc_ref", "fixtures")
+    session.run("mypy", "webrtc_ref", "fixtures", "conformance/bench")
 
 
 @nox.session

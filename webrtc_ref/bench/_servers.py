@@ -12,7 +12,7 @@ Routes (a small Starlette app served by uvicorn on 127.0.0.1, pure-asyncio loop)
   * ``ref-idle``: ``StreamServer`` with a handler that takes audio and whose ``emit`` returns
     ``None``;
   * ``bare-echo``: the floor, a plain ``RTCPeerConnection`` whose ``on("track")`` does
-    ``pc.addTrack(track)`` (aiortc decodes and re-encodes; no component);
+    ``pc.addTrack(track)`` (aiortc decodes and re-encodes; no component); audio or video;
   * ``bare-tight``: ``bare-echo`` with each decoded frame copied into a fresh, tightly
     sized ``av.AudioFrame`` before it is sent back. aiortc's decoder returns frames whose
     buffer is sized for 120 ms (23040 bytes for 20 ms of audio), and its sender computes the
@@ -104,7 +104,9 @@ class BarePeers:
 
         @pc.on("track")
         def on_track(track: Any) -> None:
-            if track.kind != "audio":
+            if track.kind == "video":  # the video floor: aiortc decodes and re-encodes it
+                if self.echo:
+                    pc.addTrack(track)
                 return
             if self.echo == "tight":
                 pc.addTrack(_tight(track))

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of implementations, through their conformance adapters."""

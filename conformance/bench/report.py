@@ -1,0 +1,1028 @@
+"""The benchmark page: docs/benchmarks.md and its plots, from a benchmark results JSON.
+
+``python -m conformance.bench`` runs every implementation through its conformance adapter and
+writes ``build/bench/results.json``; this module turns that file into a markdown page for the
+mkdocs site (tables per figure, one row per implementation, the bare aiortc floor last) and
+PNG plots (matplotlib, Agg backend) next to it::
+
+    python -m conformance.bench.report build/bench/results.json \\
+        -o docs/benchmarks.md --png-dir docs/benchmarks
+
+Every number on the page comes from the JSON. A figure may be missing, an implementation may be
+missing from a figure, and any value may be ``None`` (it failed): those render as "n/a"; a
+figure an implementation does not support renders as its adapter's reason. Times in the JSON
+are seconds and are shown in milliseconds; fractions are shown as percentages; ratios against
+the baseline implementation as ``1.05×``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Plot key -> PNG file name (inside the PNG directory).
+PLOT_FILES: dict[str, str] = {
+    "audio_rt": "audio_rt.png",
+    "video_g2g": "video_g2g.png",
+    "video_slow": "video_slow.png",
+    "turns": "turns.png",
+    "capacity": "capacity.png",
+}
+#: The turn latency target drawn on the turns plot (seconds).
+TURN_TARGET_S = 0.6
+#: The late-frame limit a capacity step must stay under (drawn on the capacity plot).
+CAPACITY_LATE_LIMIT = 0.01
+#: Other processes' CPU (% of one core) above which the page warns that figures may suffer.
+BUSY_LOAD_PCT = 15.0
+#: The video echo workload (the benchmark's fixed input, not a measurement).
+VIDEO_ECHO_WORKLOAD = "640×480 @ 30 fps"
+
+_FLOOR_COLOUR = "#808080"
+_FIGSIZE = (7.0, 3.5)
+_DPI = 110
+
+Entry = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+
+
+def _num(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, None, not a number, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _get(entry: Any, *keys: str) -> Any:
+    """``entry[k1][k2]...``, or None when any level is missing or not a dict."""
+    for key in keys:
+        if not isinstance(entry, dict):
+            return None
+        entry = entry.get(key)
+    return entry
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _numbers(values: Any) -> list[float]:
+    """The finite numbers of a list (anything else in it, or a non-list, is dropped)."""
+    if not isinstance(values, list):
+        return []
+    return [n for n in (_num(v) for v in values) if n is not None]
+
+
+def _ms(seconds: Any) -> str:
+    value = _num(seconds)
+    if value is None:
+        return "n/a"
+    ms = value * 1000
+    return f"{ms:.1f} ms" if abs(ms) < 10 else f"{ms:.0f} ms"
+
+
+def _signed_ms(seconds: Any) -> str:
+    value = _num(seconds)
+    if value is None:
+        return "n/a"
+    text = _ms(value)
+    return text if text.startswith("-") else "+" + text
+
+
+def _pct(fraction: Any) -> str:
+    """A fraction (0..1) as a percentage."""
+    value = _num(fraction)
+    return "n/a" if value is None else _pct_value(value * 100)
+
+
+def _pct_value(pct: Any) -> str:
+    """A value already in percent."""
+    value = _num(pct)
+    if value is None:
+        return "n/a"
+    digits = 2 if abs(value) < 1 else 1
+    text = f"{value:.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{'0' if text == '-0' else text}%"
+
+
+def _ratio(value: Any, baseline: Any) -> str:
+    a, b = _num(value), _num(baseline)
+    if a is None or b is None or b <= 0:
+        return "n/a"
+    return f"{a / b:.2f}×"
+
+
+def _int(value: Any) -> str:
+    number = _num(value)
+    return "n/a" if number is None else f"{number:.0f}"
+
+
+def _fps(value: Any) -> str:
+    number = _num(value)
+    return "n/a" if number is None else f"{number:.1f}"
+
+
+def _text(value: Any) -> str:
+    return "n/a" if value is None or value == "" else _escape(str(value))
+
+
+def _escape(text: str) -> str:
+    """Safe inside a markdown table cell."""
+    return (
+        text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+    ).strip()
+
+
+def _duration(seconds: Any) -> str:
+    value = _num(seconds)
+    if value is None:
+        return "n/a"
+    if value < 120:
+        return f"{value:.0f} s"
+    minutes, secs = divmod(round(value), 60)
+    if minutes < 120:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+# --------------------------------------------------------------------------------------------
+# Who is in the results
+
+
+def _baseline(results: dict[str, Any]) -> str:
+    return str(results.get("baseline") or "webrtc_ref")
+
+
+def _floor(results: dict[str, Any]) -> str:
+    return str(results.get("floor") or "aiortc")
+
+
+def _implementations(results: dict[str, Any]) -> dict[str, Entry]:
+    impls = results.get("implementations")
+    if not isinstance(impls, dict):
+        return {}
+    return {str(name): info if isinstance(info, dict) else {} for name, info in impls.items()}
+
+
+def _names(results: dict[str, Any]) -> list[str]:
+    """Implementations in page order (the baseline first), without the floor.
+
+    The ``implementations`` table gives the order; names only found in a figure follow it.
+    """
+    floor = _floor(results)
+    names = [n for n in _implementations(results) if n != floor]
+    for key in _FIGURE_KEYS:
+        data = results.get(key)
+        if isinstance(data, dict):
+            names += [str(n) for n in data if str(n) != floor and str(n) not in names]
+    baseline = _baseline(results)
+    if baseline in names:
+        names.remove(baseline)
+        names.insert(0, baseline)
+    return names
+
+
+def _label(results: dict[str, Any], name: str) -> str:
+    return f"{name} (bare, floor)" if name == _floor(results) else name
+
+
+def _unsupported(results: dict[str, Any], name: str, figure: str) -> str | None:
+    reason = _get(_implementations(results).get(name, {}), "unsupported", figure)
+    if reason is None:
+        return None
+    return str(reason) or "unsupported"
+
+
+def _colours(results: dict[str, Any]) -> dict[str, str]:
+    """One colour per implementation, the same on every plot; the floor in grey."""
+    palette = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#bcbd22",
+        "#17becf",
+    ]
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(_names(results))}
+    colours[_floor(results)] = _FLOOR_COLOUR
+    return colours
+
+
+# --------------------------------------------------------------------------------------------
+# Figure tables
+
+
+@dataclass(frozen=True)
+class _Column:
+    title: str
+    cell: Callable[[Entry], str]
+
+
+@dataclass(frozen=True)
+class _Ratio:
+    title: str
+    value: Callable[[Entry], Any]
+
+
+def _figure_rows(
+    results: dict[str, Any],
+    figure: str,
+    columns: Sequence[_Column],
+    ratio: _Ratio | None,
+    with_floor: bool,
+) -> list[list[str]]:
+    data = results.get(figure)
+    data = data if isinstance(data, dict) else {}
+    floor = _floor(results)
+    names = _names(results)
+    if with_floor or floor in data:
+        names.append(floor)
+    baseline_entry = data.get(_baseline(results))
+    baseline_value = (
+        ratio.value(baseline_entry) if ratio and isinstance(baseline_entry, dict) else None
+    )
+    width = len(columns) + (1 if ratio else 0)
+    rows = []
+    for name in names:
+        label = _label(results, name)
+        reason = _unsupported(results, name, figure)
+        entry = data.get(name)
+        if reason is not None and not isinstance(entry, dict):
+            rows.append([label, f"*unsupported: {_escape(reason)}*"] + [""] * (width - 1))
+            continue
+        if not isinstance(entry, dict):
+            rows.append([label] + ["n/a"] * width)
+            continue
+        row = [label] + [column.cell(entry) for column in columns]
+        if ratio:
+            row.append(_ratio(ratio.value(entry), baseline_value))
+        rows.append(row)
+    return rows
+
+
+def _figure_table(
+    results: dict[str, Any],
+    figure: str,
+    columns: Sequence[_Column],
+    ratio: _Ratio | None = None,
+    with_floor: bool = True,
+) -> list[str]:
+    header = ["Implementation"] + [c.title for c in columns]
+    if ratio:
+        header.append(ratio.title)
+    return _table(header, _figure_rows(results, figure, columns, ratio, with_floor))
+
+
+def _image(png_names: dict[str, str], key: str, alt: str) -> list[str]:
+    name = png_names.get(key)
+    return [f"![{alt}]({name})", ""] if name else []
+
+
+def _common_seconds(results: dict[str, Any], figure: str, key: str) -> float | None:
+    """The value of ``key`` shared by every entry of a figure (None if absent or different)."""
+    data = results.get(figure)
+    if not isinstance(data, dict):
+        return None
+    values = {_num(_get(entry, key)) for entry in data.values()} - {None}
+    return values.pop() if len(values) == 1 else None
+
+
+def _missing(results: dict[str, Any], figure: str) -> list[str] | None:
+    if isinstance(results.get(figure), dict):
+        return None
+    return ["*Not measured in this run.*", ""]
+
+
+def _vs(results: dict[str, Any], what: str) -> str:
+    return f"{what} vs {_baseline(results)}"
+
+
+def _section_audio(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    floor = _floor(results)
+    floor_entry = _get(results, "audio_echo", floor)
+
+    def into(key: str) -> Callable[[Entry], str]:
+        # The floor has no handler: its one-way figure does not exist, rather than failed.
+        return lambda e: "—" if e is floor_entry and e.get(key) is None else _ms(e.get(key))
+
+    lines = [
+        "## Audio echo",
+        "",
+        "A handler that returns every audio frame it receives. The client sends marked audio "
+        "and times each marker from its send to the echo's arrival (*round trip*); *into "
+        "handler* is the one-way time from the client's send to the handler's `receive()`, "
+        "i.e. into the user's code (the floor has no handler). *Coverage*: markers echoed / "
+        "markers sent.",
+        "",
+    ]
+    missing = _missing(results, "audio_echo")
+    if missing:
+        return lines + missing
+    lines += _figure_table(
+        results,
+        "audio_echo",
+        [
+            _Column("Runs", lambda e: _int(e.get("runs"))),
+            _Column("Round trip median", lambda e: _ms(e.get("rt_p50_s"))),
+            _Column("Round trip p95", lambda e: _ms(e.get("rt_p95_s"))),
+            _Column("Into handler median", into("in_p50_s")),
+            _Column("Into handler p95", into("in_p95_s")),
+            _Column("Coverage", lambda e: _pct(e.get("coverage"))),
+        ],
+        _Ratio(_vs(results, "Round trip p95"), lambda e: e.get("rt_p95_s")),
+    )
+    lines += _image(png_names, "audio_rt", f"Audio round trip, per implementation and {floor}")
+    return lines
+
+
+def _section_video(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    lines = [
+        f"## Video echo {VIDEO_ECHO_WORKLOAD}",
+        "",
+        "A handler that returns every video frame it receives. *Glass to glass*: from the "
+        "client sending a frame to it receiving that frame's echo. *fps*: echoed frames per "
+        "second at the client; *loss*: frames sent but never echoed.",
+        "",
+    ]
+    missing = _missing(results, "video_echo")
+    if missing:
+        return lines + missing
+    lines += _figure_table(
+        results,
+        "video_echo",
+        [
+            _Column("Runs", lambda e: _int(e.get("runs"))),
+            _Column("fps", lambda e: _fps(e.get("fps"))),
+            _Column("Loss", lambda e: _pct(e.get("loss"))),
+            _Column("Glass to glass median", lambda e: _ms(e.get("g2g_p50_s"))),
+            _Column("Glass to glass p95", lambda e: _ms(e.get("g2g_p95_s"))),
+        ],
+        _Ratio(_vs(results, "p95"), lambda e: e.get("g2g_p95_s")),
+    )
+    lines += _image(png_names, "video_g2g", "Video glass-to-glass latency")
+    return lines
+
+
+def _section_video_slow(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    fn_s = _common_seconds(results, "video_slow", "fn_s")
+    duration = _common_seconds(results, "video_slow", "duration_s")
+    title = f"a {_ms(fn_s)} function" if fn_s is not None else "a slow function"
+    over = f", run for {_duration(duration)}" if duration is not None else ""
+    lines = [
+        f"## Video with {title}",
+        "",
+        f"A video handler that takes longer per frame than the frame interval{over}. "
+        "An implementation that queues frames falls further and further behind (its latency "
+        "grows); one that drops stale frames stays current at a lower frame rate. *First* "
+        "and *last*: median latency at the start and at the end of the run; *growth*: last "
+        "− first.",
+        "",
+    ]
+    missing = _missing(results, "video_slow")
+    if missing:
+        return lines + missing
+    lines += _figure_table(
+        results,
+        "video_slow",
+        [
+            _Column("Function", lambda e: _ms(e.get("fn_s"))),
+            _Column("fps", lambda e: _fps(e.get("fps"))),
+            _Column("Loss", lambda e: _pct(e.get("loss"))),
+            _Column("First median", lambda e: _ms(e.get("first_p50_s"))),
+            _Column("Last median", lambda e: _ms(e.get("last_p50_s"))),
+            _Column("Growth", lambda e: _signed_ms(e.get("growth_s"))),
+        ],
+        _Ratio(_vs(results, "Last median"), lambda e: e.get("last_p50_s")),
+        with_floor=False,
+    )
+    lines += _image(png_names, "video_slow", "Video latency over time with a slow handler")
+    return lines
+
+
+def _section_turns(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    lines = [
+        "## Turn latency (ReplyOnPause)",
+        "",
+        "A `ReplyOnPause` handler that answers every spoken turn. Latency: from the end of a "
+        "turn's speech to the first audio of its reply. *False*: replies no turn asked for; "
+        "*missed*: turns that got no reply. "
+        f"The plot's vertical line is the {_ms(TURN_TARGET_S)} target.",
+        "",
+    ]
+    missing = _missing(results, "turns")
+    if missing:
+        return lines + missing
+    lines += _figure_table(
+        results,
+        "turns",
+        [
+            _Column("Turns", lambda e: _int(e.get("turns"))),
+            _Column("Median", lambda e: _ms(e.get("p50_s"))),
+            _Column("p95", lambda e: _ms(e.get("p95_s"))),
+            _Column("False", lambda e: _int(e.get("false"))),
+            _Column("Missed", lambda e: _int(e.get("missed"))),
+        ],
+        _Ratio(_vs(results, "p95"), lambda e: e.get("p95_s")),
+        with_floor=False,
+    )
+    notes = []
+    data = results["turns"]
+    for name in _names(results):
+        note = _get(data, name, "note")
+        if note:
+            notes.append(f"- {name}: {_escape(str(note))}")
+    if notes:
+        lines += [*notes, ""]
+    lines += _image(png_names, "turns", "Turn latency per implementation")
+    return lines
+
+
+def _cpu_counts(data: dict[str, Any]) -> list[str]:
+    counts: set[str] = set()
+    for entry in data.values():
+        for mode in ("echo", "idle"):
+            values = _get(entry, mode)
+            if isinstance(values, dict):
+                counts.update(str(k) for k in values)
+    return sorted(counts, key=lambda k: (int(k) if k.isdigit() else math.inf, k))
+
+
+def _section_cpu(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    lines = [
+        "## Server CPU per connection",
+        "",
+        "CPU time of the server process only, in % of one core, divided by the number of "
+        "connections: while echoing media (*echo*) and with the connections open but no media "
+        "flowing (*idle*).",
+        "",
+    ]
+    missing = _missing(results, "cpu")
+    if missing:
+        return lines + missing
+    counts = _cpu_counts(results["cpu"])
+
+    def cell(mode: str, count: str) -> Callable[[Entry], str]:
+        return lambda e: _pct_value(_get(e, mode, count))
+
+    def plural(count: str) -> str:
+        return f"{count} connection" + ("" if count == "1" else "s")
+
+    columns = [_Column(f"Echo, {plural(c)}", cell("echo", c)) for c in counts]
+    columns += [_Column(f"Idle, {plural(c)}", cell("idle", c)) for c in counts]
+    ratio = None
+    if counts:
+        last = counts[-1]
+        ratio = _Ratio(_vs(results, f"Echo, {last}"), lambda e: _get(e, "echo", last))
+    lines += _figure_table(results, "cpu", columns, ratio)
+    return lines
+
+
+def _last_passed(entry: Entry) -> Entry | None:
+    steps = [s for s in _list(entry.get("steps")) if isinstance(s, dict) and s.get("passed")]
+    return steps[-1] if steps else None
+
+
+def _section_capacity(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    lines = [
+        "## Capacity",
+        "",
+        "Concurrent echo sessions added in steps until a step fails: a session does not "
+        f"connect, or more than {_pct(CAPACITY_LATE_LIMIT)} of frames arrive late. *Held*: the "
+        "most sessions of a step that passed; *stopped*: why the ramp ended. Late frames and "
+        "CPU (in % of one core) are those of the last step that passed.",
+        "",
+    ]
+    missing = _missing(results, "capacity")
+    if missing:
+        return lines + missing
+
+    def from_last(key: str, fmt: Callable[[Any], str]) -> Callable[[Entry], str]:
+        return lambda e: fmt(_get(_last_passed(e), key))
+
+    lines += _figure_table(
+        results,
+        "capacity",
+        [
+            _Column("Held", lambda e: _int(e.get("held"))),
+            _Column("Stopped", lambda e: _text(e.get("stopped"))),
+            _Column("Late frames", from_last("late_fraction", _pct)),
+            _Column("Server CPU", from_last("server_cpu_pct", _pct_value)),
+            _Column("Client CPU", from_last("client_cpu_pct", _pct_value)),
+        ],
+        _Ratio(_vs(results, "Held"), lambda e: e.get("held")),
+    )
+    lines += _image(png_names, "capacity", "Late frames against concurrent sessions")
+    lines += _capacity_steps(results)
+    return lines
+
+
+def _capacity_steps(results: dict[str, Any]) -> list[str]:
+    data = results["capacity"]
+    floor = _floor(results)
+    rows = []
+    for name in [*_names(results), floor]:
+        steps = _get(data, name, "steps")
+        if not isinstance(steps, list):
+            continue
+        for step in steps:
+            if not isinstance(step, dict):
+                continue
+            passed = step.get("passed")
+            rows.append(
+                [
+                    _label(results, name),
+                    _int(step.get("n")),
+                    _int(step.get("connected")),
+                    _pct(step.get("late_fraction")),
+                    _pct_value(step.get("server_cpu_pct")),
+                    _pct_value(step.get("client_cpu_pct")),
+                    "✅" if passed is True else "❌" if passed is False else "n/a",
+                ]
+            )
+    if not rows:
+        return []
+    table = _table(
+        [
+            "Implementation",
+            "Sessions",
+            "Connected",
+            "Late frames",
+            "Server CPU",
+            "Client CPU",
+            "Passed",
+        ],
+        rows,
+    )
+    return ['??? note "Every step"', "", *("    " + line if line else "" for line in table)]
+
+
+def _section_isolation(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    fn_s = _common_seconds(results, "isolation", "fn_s")
+    slow = f"takes {_ms(fn_s)} per call" if fn_s is not None else "is slow"
+    lines = [
+        "## Isolation",
+        "",
+        f"Whether one session's slow handler (one that {slow}) holds up another session: the "
+        "audio round-trip p95 and late-frame fraction of an echo session alone and while the "
+        "slow session runs; *Δ p95*: loaded − alone.",
+        "",
+    ]
+    missing = _missing(results, "isolation")
+    if missing:
+        return lines + missing
+    lines += _figure_table(
+        results,
+        "isolation",
+        [
+            _Column("Function", lambda e: _ms(e.get("fn_s"))),
+            _Column("p95 alone", lambda e: _ms(e.get("alone_rt_p95_s"))),
+            _Column("p95 loaded", lambda e: _ms(e.get("loaded_rt_p95_s"))),
+            _Column("Δ p95", lambda e: _signed_ms(e.get("delta_p95_s"))),
+            _Column("Late alone", lambda e: _pct(e.get("alone_late"))),
+            _Column("Late loaded", lambda e: _pct(e.get("loaded_late"))),
+        ],
+        _Ratio(_vs(results, "p95 loaded"), lambda e: e.get("loaded_rt_p95_s")),
+        with_floor=False,
+    )
+    return lines
+
+
+def _section_setup(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    lines = [
+        "## Setup",
+        "",
+        "Connection setup. *Server answer*: the server's time from receiving the offer to "
+        "having its answer; *HTTP offer*: the client's time from posting the offer to "
+        "receiving the answer; *first media*: from starting the connection to the first "
+        "echoed media at the client.",
+        "",
+    ]
+    missing = _missing(results, "setup")
+    if missing:
+        return lines + missing
+    lines += _figure_table(
+        results,
+        "setup",
+        [
+            _Column("Server answer median", lambda e: _ms(e.get("server_answer_p50_s"))),
+            _Column("HTTP offer median", lambda e: _ms(e.get("http_offer_p50_s"))),
+            _Column("First media median", lambda e: _ms(e.get("first_media_p50_s"))),
+            _Column("First media p95", lambda e: _ms(e.get("first_media_p95_s"))),
+        ],
+        _Ratio(_vs(results, "First media p95"), lambda e: e.get("first_media_p95_s")),
+    )
+    return lines
+
+
+_SECTIONS: tuple[Callable[[dict[str, Any], dict[str, str]], list[str]], ...] = (
+    _section_audio,
+    _section_video,
+    _section_video_slow,
+    _section_turns,
+    _section_cpu,
+    _section_capacity,
+    _section_isolation,
+    _section_setup,
+)
+_FIGURE_KEYS: tuple[str, ...] = (
+    "audio_echo",
+    "video_echo",
+    "video_slow",
+    "turns",
+    "cpu",
+    "capacity",
+    "isolation",
+    "setup",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# The page
+
+
+_MACHINE_LABELS: dict[str, str] = {
+    "cpu_model": "CPU",
+    "cores": "Cores",
+    "platform": "Platform",
+    "python": "Python",
+    "aiortc": "aiortc",
+    "av": "PyAV",
+    "numpy": "NumPy",
+    "load_other_pct": "Other processes' CPU at start",
+}
+
+
+def _machine(results: dict[str, Any]) -> list[str]:
+    machine = results.get("machine")
+    machine = machine if isinstance(machine, dict) else {}
+    rows = [
+        ["Started", _text(results.get("started"))],
+        ["Duration", _duration(results.get("elapsed_s"))],
+        ["Plan", _text(results.get("plan"))],
+    ]
+    for key, label in _MACHINE_LABELS.items():
+        if key == "load_other_pct":
+            value = _pct_value(machine.get(key))
+            rows.append([label, value if value == "n/a" else f"{value} of one core"])
+        else:
+            rows.append([label, _text(machine.get(key))])
+    rows += [[_escape(str(k)), _text(v)] for k, v in machine.items() if k not in _MACHINE_LABELS]
+    lines = ["## Machine", "", *_table(["Property", "Value"], rows)]
+    load = _num(machine.get("load_other_pct"))
+    if load is not None and load > BUSY_LOAD_PCT:
+        lines += [
+            '!!! warning "Busy machine"',
+            "",
+            f"    Other processes used {_pct_value(load)} of one core when the run started; "
+            "latency, CPU and capacity figures may be worse than on an idle machine.",
+            "",
+        ]
+    return lines
+
+
+def _implementations_section(results: dict[str, Any]) -> list[str]:
+    impls = _implementations(results)
+    floor = _floor(results)
+    rows = []
+    for name in _names(results):
+        info = impls.get(name, {})
+        rows.append(
+            [
+                name,
+                _text(info.get("version")),
+                _text(info.get("gradio")),
+                _text(info.get("python")),
+            ]
+        )
+    machine = results.get("machine") if isinstance(results.get("machine"), dict) else {}
+    rows.append(
+        [
+            _label(results, floor),
+            _text(_get(machine, "aiortc")),
+            "—",
+            _text(_get(machine, "python")),
+        ]
+    )
+    lines = [
+        "## Implementations",
+        "",
+        f"Ratios compare each row with {_baseline(results)} (1.00×): above 1× means more time "
+        "or more CPU or, for capacity, more sessions held. "
+        f"The last row, *{_label(results, floor)}*, is a bare aiortc "
+        "peer with no component: the least any implementation built on aiortc can cost.",
+        "",
+        *_table(["Implementation", "Version", "Gradio", "Python"], rows),
+    ]
+    notes = []
+    for name in _names(results):
+        info = impls.get(name, {})
+        for note in _list(info.get("notes")):
+            notes.append(f"- {name}: {_escape(str(note))}")
+        unsupported = info.get("unsupported")
+        if isinstance(unsupported, dict) and unsupported:
+            figures = ", ".join(f"`{_escape(str(k))}`" for k in unsupported)
+            notes.append(f"- {name}: unsupported figures: {figures} (reasons in the tables below).")
+    if notes:
+        lines += ["Notes:", "", *notes, ""]
+    return lines
+
+
+def _targets(results: dict[str, Any]) -> list[str]:
+    targets = results.get("targets")
+    lines = ["## Targets", ""]
+    if not isinstance(targets, list) or not targets:
+        return [*lines, "*No targets in this run.*", ""]
+    rows = []
+    for target in targets:
+        if not isinstance(target, dict):
+            continue
+        met = target.get("met")
+        rows.append(
+            [
+                _text(target.get("name")),
+                _text(target.get("target")),
+                _text(target.get("value")),
+                "✅" if met is True else "❌" if met is False else "n/a",
+            ]
+        )
+    return lines + _table(["Figure", "Target", "Measured", "Met"], rows)
+
+
+def render_markdown(results: dict[str, Any], png_names: dict[str, str]) -> str:
+    """docs/benchmarks.md from benchmark results.
+
+    ``png_names`` maps plot keys (see :data:`PLOT_FILES`) to image paths relative to the page,
+    as :func:`make_plots` returns them; a plot not in it is left out of the page.
+    """
+    lines = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by nox -s bench (python -m conformance.bench); do not edit by hand. -->",
+        "",
+        "Latency, throughput, CPU and capacity of each implementation, side by side. Each "
+        "implementation is installed in its own virtual environment and driven through its "
+        "conformance adapter: the benchmark serves the Gradio app the user guide would write "
+        "with that implementation, and the conformance suite's wire client drives it over "
+        "loopback with real aiortc peers, as its browser client would. The client peers run "
+        "in a separate process from the server. The floor is a bare aiortc peer with no "
+        "component at all, measured the same way: the part of each figure that aiortc and "
+        "the machine cost anyway.",
+        "",
+        "## How to reproduce",
+        "",
+        "```sh",
+        "nox -s bench                        # all implementations: writes "
+        "build/bench/results.json, this page and its plots",
+        "nox -s bench -- --quick             # fewer runs, shorter figures",
+        "nox -s bench -- --impl webrtc_ref   # one implementation (repeat --impl for more)",
+        "```",
+        "",
+        *_implementations_section(results),
+        *_machine(results),
+        *_targets(results),
+    ]
+    for section in _SECTIONS:
+        lines += section(results, png_names)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+
+
+def _new_figure() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=_FIGSIZE, dpi=_DPI, layout="tight")
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.savefig(path, format="png", metadata={"Software": None})
+
+
+def _series(results: dict[str, Any], figure: str) -> list[str]:
+    """Names with data in a figure, in page order, the floor last."""
+    data = results.get(figure)
+    if not isinstance(data, dict):
+        return []
+    return [n for n in [*_names(results), _floor(results)] if isinstance(data.get(n), dict)]
+
+
+def _ecdf_plot(
+    results: dict[str, Any],
+    figure: str,
+    key: str,
+    title: str,
+    path: Path,
+    target_s: float | None = None,
+) -> bool:
+    """An ECDF (x: ms, y: fraction) of ``key`` per implementation; False if no data."""
+    colours = _colours(results)
+    curves = []
+    for name in _series(results, figure):
+        values = sorted(v * 1000 for v in _numbers(results[figure][name].get(key)))
+        if values:
+            curves.append((name, values))
+    if not curves:
+        return False
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for name, values in curves:
+        n = len(values)
+        ax.step(
+            [values[0], *values],
+            [0.0, *((i + 1) / n for i in range(n))],
+            where="post",
+            color=colours.get(name),
+            label=f"{_label(results, name)} (n={n})",
+            linewidth=1.6,
+        )
+    low = min(v[0] for _, v in curves)
+    high = max(v[-1] for _, v in curves)
+    if target_s is not None:
+        ax.axvline(target_s * 1000, color="black", linestyle="--", linewidth=1, label="target")
+        high = max(high, target_s * 1000)
+    if low > 0 and high / low > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("fraction ≤ x")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    _save(fig, path)
+    return True
+
+
+def _plot_video_slow(results: dict[str, Any], path: Path) -> bool:
+    colours = _colours(results)
+    lines = []
+    for name in _series(results, "video_slow"):
+        points = []
+        for point in _list(results["video_slow"][name].get("series")):
+            if isinstance(point, (list, tuple)) and len(point) >= 2:
+                t, latency = _num(point[0]), _num(point[1])
+                if t is not None and latency is not None:
+                    points.append((t, latency * 1000))
+        if points:
+            lines.append((name, points))
+    if not lines:
+        return False
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for name, points in lines:
+        ax.plot(
+            [t for t, _ in points],
+            [ms for _, ms in points],
+            color=colours.get(name),
+            label=_label(results, name),
+            linewidth=1.2,
+            marker=".",
+            markersize=2,
+        )
+    fn_s = _common_seconds(results, "video_slow", "fn_s")
+    handler = f"a {_ms(fn_s)}" if fn_s is not None else "a slow"
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(f"Video latency with {handler} handler")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left")
+    _save(fig, path)
+    return True
+
+
+def _plot_capacity(results: dict[str, Any], path: Path) -> bool:
+    colours = _colours(results)
+    lines = []
+    for name in _series(results, "capacity"):
+        points = []
+        for step in _list(results["capacity"][name].get("steps")):
+            n, late = _num(_get(step, "n")), _num(_get(step, "late_fraction"))
+            if n is not None and late is not None:
+                points.append((n, late * 100))
+        if points:
+            lines.append((name, sorted(points)))
+    if not lines:
+        return False
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for name, points in lines:
+        ax.plot(
+            [n for n, _ in points],
+            [pct for _, pct in points],
+            color=colours.get(name),
+            label=_label(results, name),
+            marker="o",
+            markersize=4,
+            linewidth=1.4,
+        )
+    ax.axhline(
+        CAPACITY_LATE_LIMIT * 100,
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label=f"limit ({_pct(CAPACITY_LATE_LIMIT)})",
+    )
+    from matplotlib.ticker import FuncFormatter
+
+    counts = [n for _, points in lines for n, _ in points]
+    if min(counts) >= 1 and max(counts) / min(counts) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    highest = max(pct for _, points in lines for _, pct in points)
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_ylim(0, max(highest, CAPACITY_LATE_LIMIT * 100) * 1.6)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("concurrent sessions")
+    ax.set_ylabel("late frames (%)")
+    ax.set_title("Capacity: late frames against concurrent sessions")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    _save(fig, path)
+    return True
+
+
+def make_plots(
+    results: dict[str, Any], png_dir: Path, md_dir: Path | None = None
+) -> dict[str, str]:
+    """Write the plots into ``png_dir``; return plot key -> image path relative to the page.
+
+    The page is taken to live in ``md_dir`` (default: ``png_dir``'s parent), so the default
+    paths look like ``benchmarks/audio_rt.png``. A plot without data is skipped, and an old
+    file of that name is removed so the page never shows a stale figure.
+    """
+    png_dir = Path(png_dir)
+    png_dir.mkdir(parents=True, exist_ok=True)
+    md_dir = Path(md_dir) if md_dir is not None else png_dir.parent
+    makers: dict[str, Callable[[Path], bool]] = {
+        "audio_rt": lambda p: _ecdf_plot(
+            results, "audio_echo", "rt_s", "Audio echo: round trip", p
+        ),
+        "video_g2g": lambda p: _ecdf_plot(
+            results, "video_echo", "g2g_s", f"Video echo {VIDEO_ECHO_WORKLOAD}: glass to glass", p
+        ),
+        "video_slow": lambda p: _plot_video_slow(results, p),
+        "turns": lambda p: _ecdf_plot(
+            results, "turns", "latencies_s", "Turn latency (ReplyOnPause)", p, TURN_TARGET_S
+        ),
+        "capacity": lambda p: _plot_capacity(results, p),
+    }
+    written: dict[str, str] = {}
+    for key, maker in makers.items():
+        path = png_dir / PLOT_FILES[key]
+        if maker(path):
+            written[key] = Path(os.path.relpath(path, md_dir)).as_posix()
+        else:
+            path.unlink(missing_ok=True)
+    return written
+
+
+def write_report(results: dict[str, Any], md_path: Path, png_dir: Path) -> None:
+    """Write the plots into ``png_dir`` and the page to ``md_path`` (linking the plots)."""
+    md_path = Path(md_path)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    png_names = make_plots(results, Path(png_dir), md_dir=md_path.parent)
+    md_path.write_text(render_markdown(results, png_names), encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Write docs/benchmarks.md and its plots from a benchmark results JSON."
+    )
+    parser.add_argument("results", type=Path, help="the results JSON (build/bench/results.json)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--png-dir", type=Path, default=Path("docs/benchmarks"))
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text(encoding="utf-8"))
+    write_report(results, args.output, args.png_dir)
+    print(f"wrote {args.output} and its plots in {args.png_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

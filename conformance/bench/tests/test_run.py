@@ -1,0 +1,91 @@
+"""The benchmark driver end to end, with a tiny plan, on webrtc_ref and the bare aiortc floor.
+
+Real parts throughout: the bench server runs in its own process (this venv's python), the
+client is the conformance wire client with real aiortc peers, media is the fixtures'.
+The assertions are about the harness measuring what it claims (markers found, offer timed,
+a bounded slow-video pipeline seen as flat), with bounds far from the published figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conformance.bench import server
+from conformance.bench.run import QUICK, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+TINY = dataclasses.replace(
+    QUICK,
+    name="tiny",
+    settle_s=0.5,
+    echo_window_s=2.0,
+    slow_s=7.0,
+    setup_trials=1,
+    quiet_wait_s=2.0,
+)
+
+
+def _blocks(audio: np.ndarray, layout: str, rate: int = 48000) -> list[tuple[float, int, Any]]:
+    """``audio`` (int16 mono) cut into 20 ms blocks the way an implementation might hand them
+    to ``receive``, stamped 0.02 s apart."""
+    n = rate // 50
+    out = []
+    for i in range(0, audio.size - n + 1, n):
+        block = audio[i : i + n]
+        if layout == "mono":
+            array = block[None, :]
+        elif layout == "planar":
+            array = np.stack([block, block])
+        else:  # interleaved stereo in one row
+            array = np.repeat(block, 2)[None, :]
+        out.append((100.0 + i / rate, rate, array))
+    return out
+
+
+@pytest.mark.parametrize("layout", ["mono", "planar", "interleaved"])
+def test_server_finds_markers_in_any_block_layout(layout: str) -> None:
+    from fixtures.timestamps import block_samples, encode
+
+    audio = np.asarray(encode(0, 48000), dtype=np.int16)  # 1 s: ten 100 ms blocks
+    found = server.markers(_blocks(audio, layout))
+    assert [s for s, _ in found] == [k * block_samples() for k in range(10)]
+    # each marker carries the time of the receive() call holding its first sample
+    for sent_sample, t in found:
+        assert t == pytest.approx(100.0 + (sent_sample // 960) * 0.02)
+
+
+def test_bench_measures_webrtc_ref_and_the_floor(tmp_path: Path) -> None:
+    results = asyncio.run(
+        run(["webrtc_ref"], {}, TINY, ("setup", "audio_echo", "video_slow"), floor=True)
+    )
+    setup = results["setup"]["webrtc_ref"]
+    assert setup["server_answer_s"], "the offer server function was not timed"
+    assert setup["first_media_s"] and 0 < setup["first_media_s"][0] < 5
+
+    echo = results["audio_echo"]["webrtc_ref"]
+    assert echo["coverage"] >= 0.8, echo
+    assert 0.02 < echo["rt_p95_s"] < 1.0
+    assert echo["in_s"], "no marker reached receive()"
+    assert 0 < echo["in_p50_s"] < echo["rt_p50_s"]
+    floor = results["audio_echo"]["aiortc"]
+    assert floor["coverage"] >= 0.8 and floor["in_s"] is None
+
+    slow = results["video_slow"]["webrtc_ref"]
+    assert 5 < slow["fps"] <= 11, slow["fps"]  # a 100 ms fn: at most 10 frames per second
+    assert abs(slow["growth_s"]) < 0.2, "a bounded pipeline does not fall behind"
+    assert "video_slow" not in results or "aiortc" not in results["video_slow"]
+
+    names = [row["name"] for row in results["targets"]]
+    assert "Audio round trip p95" in names
+
+    from conformance.bench.report import render_markdown
+
+    page = render_markdown(results, {})
+    assert "webrtc_ref" in page and "aiortc (bare, floor)" in page
