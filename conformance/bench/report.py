@@ -473,8 +473,16 @@ def _section_cpu(results: dict[str, Any], png_names: dict[str, str]) -> list[str
         "## Server CPU per connection",
         "",
         "CPU time of the server process only, in % of one core, divided by the number of "
-        "connections: while echoing media (*echo*) and with the connections open but no media "
-        "flowing (*idle*).",
+        "connections, less the idle server's own CPU measured just before: while echoing "
+        "audio with the guide's EchoHandler (*echo*), and while taking the client's audio "
+        "with a handler whose `emit` returns None, so nothing goes back (*idle*; the floor "
+        "reads the audio and discards it).",
+        "",
+        "The floor's echo sends aiortc's decoded frames back as they are. Their buffers are "
+        "sized for 120 ms, and aiortc's sender computes each packet's audio level in Python "
+        "over the whole buffer, which makes the bare echo dearer than an implementation that "
+        "builds its own 20 ms frames (`python -m webrtc_ref.bench echo` measures a floor "
+        "without that cost, `bare-tight`).",
         "",
     ]
     missing = _missing(results, "cpu")
@@ -796,7 +804,13 @@ def render_markdown(results: dict[str, Any], png_names: dict[str, str]) -> str:
         "build/bench/results.json, this page and its plots",
         "nox -s bench -- --quick             # fewer runs, shorter figures",
         "nox -s bench -- --impl webrtc_ref   # one implementation (repeat --impl for more)",
+        "nox -s bench -- --figure turns      # one figure (repeatable)",
         "```",
+        "",
+        "Each implementation runs from its conformance venv (`nox -s bench` creates the "
+        "missing ones with `nox --install-only`). Each figure gets a fresh server process. "
+        "Every number on this page comes from the run; the raw figures are in "
+        "[results.json](benchmarks/results.json).",
         "",
         *_implementations_section(results),
         *_machine(results),
