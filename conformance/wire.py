@@ -313,6 +313,7 @@ class WirePeer:
         self.channel_opened_at: float | None = None
         self.connected_at: float | None = None
         self.reply: HttpReply | None = None
+        self.offer_rtt_s: float | None = None  # offer posted -> reply received
         self.trigger_output: list[Any] | None = None
         self.recorder: Any = None
         self.remote: MediaStreamTrack | None = None
@@ -352,11 +353,12 @@ class WirePeer:
             trigger = self.scenario.mode == "receive"
         if trigger:
             self.trigger_output = await self.press_trigger()
+        body = await self.offer_body()
+        posted = time.time()
         reply = await self.wire.offer(
-            await self.offer_body(),
-            stream=self.stream_index,
-            session_hash=self.session.session_hash,
+            body, stream=self.stream_index, session_hash=self.session.session_hash
         )
+        self.offer_rtt_s = time.time() - posted
         self.reply = reply
         if self.answered:
             await self.pc.setRemoteDescription(

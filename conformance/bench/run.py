@@ -323,8 +323,6 @@ class ImplTarget(Target):
         return self.wires[kind]
 
     async def open(self, kind: str, track: Any) -> Link:
-        from aiortc import RTCSessionDescription
-
         wire = self._wire(kind)
         peer = wire.peer(send=track)
         link = Link(kind, track, peer, time.time())
@@ -336,18 +334,11 @@ class ImplTarget(Target):
 
         link.close_fn = close
         try:
-            body = await peer.offer_body()
-            t = time.time()
-            reply = await wire.offer(body, session_hash=peer.session.session_hash)
-            link.http_offer_s = time.time() - t
-            peer.reply = reply
+            reply = await peer.connect(trigger=False)
+            link.http_offer_s = peer.offer_rtt_s
             if not peer.answered:
                 link.error = f"refused: HTTP {reply.status}: {reply.body!r}"[:300]
                 return link
-            await peer.pc.setRemoteDescription(
-                RTCSessionDescription(sdp=str(reply.body["sdp"]), type="answer")
-            )
-            peer._start_periodic_ticks()
             if kind == "idle":  # nothing comes back
                 await peer.wait_connected(CONNECT_TIMEOUT_S)
                 return link
