@@ -29,6 +29,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 VIDEO_CLOCK_RATE = 90_000
 #: Silent frames sent after the last queued audio frame (100 ms).
 TAIL_SILENCE_FRAMES = 5
+#: How late the next frame may be before the tail silence starts (an underrun, not an end).
+UNDERRUN_GRACE_S = 0.020
 
 
 class _FrameQueue:
@@ -188,7 +190,9 @@ class OutboundAudioTrack(MediaStreamTrack):
                 self._pts = int(self._pts * rate / self._rate)
             self._rate = rate
         now = time.monotonic()
-        if self._due is None or (not queued and now > self._due + frame.samples / rate):
+        # (the tail's first filler is one grace period late by design: not a gap)
+        dry = not queued and frame is not self._filler
+        if self._due is None or (dry and now > self._due + frame.samples / rate):
             # Starting, or the queue ran dry: start this burst now; timestamps jump by
             # the gap so the receiver's jitter buffer sees timing that matches arrival.
             # (A frame that was already waiting is merely late: it keeps continuous
@@ -211,8 +215,13 @@ class OutboundAudioTrack(MediaStreamTrack):
         cleanly instead of stretching the last sound)."""
         if self._silence_left <= 0 or self._due is None or self._last is None:
             return await self._queue.get()
+        # The first filler waits one more frame period: a frame that is merely late (a
+        # worker hiccup in an echo) leaves with continuous timestamps and the receiver's
+        # jitter buffer absorbs it; filling at once would put 20 ms of silence into the
+        # middle of the stream.
+        grace = UNDERRUN_GRACE_S if self._silence_left == TAIL_SILENCE_FRAMES else 0.0
         try:
-            timeout = max(0.0, self._due - time.monotonic())
+            timeout = max(0.0, self._due + grace - time.monotonic())
             return await asyncio.wait_for(self._queue.get(), timeout)
         except asyncio.TimeoutError:
             self._silence_left -= 1
