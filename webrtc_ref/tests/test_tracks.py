@@ -90,3 +90,25 @@ async def test_audio_ends_with_a_short_silence() -> None:
     assert not done, "silence kept flowing after the tail"
     track.push(frame())
     assert (await asyncio.wait_for(pending, 1)).samples == 960
+
+
+async def test_a_late_frame_is_not_preceded_by_silence() -> None:
+    """A frame up to one frame period overdue (a worker hiccup) leaves as it is, with
+    continuous timestamps: no 20 ms of silence is put into the middle of the stream."""
+    loop = asyncio.get_running_loop()
+    track = OutboundAudioTrack(loop)
+
+    def loud() -> av.AudioFrame:
+        out = av.AudioFrame.from_ndarray(
+            np.full((1, 1920), 8000, np.int16), format="s16", layout="stereo"
+        )
+        out.sample_rate = 48000
+        return out
+
+    track.push(loud())
+    first = await track.recv()
+    # the next frame becomes available 10 ms after it was due (30 ms after the first)
+    loop.call_later(0.030, track.push, loud())
+    second = await asyncio.wait_for(track.recv(), 1)
+    assert second.to_ndarray().any(), "silence was sent in front of a late frame"
+    assert second.pts == first.pts + 960
