@@ -111,14 +111,9 @@ def markers(blocks: list[tuple[float, int, np.ndarray]]) -> list[tuple[int, floa
     return best
 
 
-def _tone(seconds: float, rate: int) -> np.ndarray:
-    t = np.arange(round(seconds * rate)) / rate
-    return np.rint(0.5 * 32767 * np.sin(2 * np.pi * REPLY_HZ * t)).astype(np.int16)[None, :]
-
-
 def handlers(api: Api) -> dict[str, Callable[[], Any]]:
     """name -> factory of the stream's ``fn``, written against ``api`` like user code."""
-    from conformance.helpers import echo_handler
+    from conformance.helpers import echo_handler, tone
 
     class TimedEcho(api.StreamHandler):  # type: ignore[name-defined,misc]
         """The guide's EchoHandler that also records what ``receive`` got and when."""
@@ -158,7 +153,7 @@ def handlers(api: Api) -> dict[str, Callable[[], Any]]:
         return fn
 
     def reply(audio: tuple[int, np.ndarray]) -> Iterator[Any]:
-        yield (24000, _tone(REPLY_S, 24000))
+        yield (24000, tone(REPLY_HZ, REPLY_S, 24000))
 
     return {
         "echo": lambda: echo_handler(api),

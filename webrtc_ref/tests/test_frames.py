@@ -491,6 +491,19 @@ def test_input_format_may_change_between_frames() -> None:
     assert dominant_hz(blocks_planar(blocks[:5], 1)[0], 48000) == pytest.approx(TONE_HZ, abs=10)
 
 
+def test_switching_back_to_direct_input_drains_the_resampler() -> None:
+    """16 kHz frames go through the resampler; 48 kHz stereo s16 ones skip it. Switching
+    back must flush what the resampler still holds: no sample is lost or duplicated."""
+    converter = AudioInputConverter(48000)
+    mono16 = np.round(tone(16000, 640) * 32767).astype(np.int16)
+    resampled = [input_frame(mono16[None, i : i + 320], "s16", "mono", 16000) for i in (0, 320)]
+    direct = aiortc_frames(tone(48000, 4800), tone(48000, 4800))
+    blocks = [b for f in resampled + direct for b in converter.convert(f)]
+    # 40 ms at 16 kHz -> 1920 samples at 48 kHz, then 100 ms: 6720 samples, 7 whole blocks
+    assert len(blocks) == 7
+    assert all(b.shape == (1, 960) for _, b in blocks)
+
+
 def test_blocks_are_independent_arrays() -> None:
     converter = AudioInputConverter(16000)
     signal = tone(48000, 9600)
