@@ -263,3 +263,21 @@ def frames_generator(
             yield np.array(make_frame(i, width, height))
 
     return generation
+
+
+# -- a live session as a stall detector --------------------------------------------------------
+
+
+def audio_gap(recorder: Any, start: float, end: float) -> float:
+    """The longest time (s) between two audio frames that ``recorder`` (an
+    ``AudioRecorder``) received around ``[start, end]`` (arrival times, ``time.time()``).
+
+    A server whose event loop stalls for T stops sending for T: the frames around the
+    stall show a gap of about T. A frame before ``start`` anchors the first gap, and a
+    stream that stopped counts up to ``end``.
+    """
+    arrivals = [a for (_, _, a) in recorder.frames if start - 0.2 <= a <= end]
+    if not arrivals:
+        return end - start
+    edges = [*arrivals, end] if end > arrivals[-1] else arrivals
+    return float(max(np.diff(edges))) if len(edges) > 1 else 0.0

@@ -283,6 +283,7 @@ class WirePeer:
         webrtc_id: default: 16 random hex characters.
         data_channel: create the ``"text"`` data channel (the browser always does).
         stream: which WebRTC component of the scenario to talk to.
+        session: the browser tab (Gradio session) to use; default: a tab of its own.
     """
 
     def __init__(
@@ -295,6 +296,7 @@ class WirePeer:
         webrtc_id: str | None = None,
         data_channel: bool = True,
         stream: int = 0,
+        session: GradioSession | None = None,
     ) -> None:
         self.wire = wire
         self.scenario = wire.scenario
@@ -304,7 +306,8 @@ class WirePeer:
         self.inputs: list[Any] = (
             list(inputs) if inputs is not None else [spec.value for spec in self.scenario.inputs]
         )
-        self.session: GradioSession = wire.app.session()
+        self._own_session = session is None
+        self.session: GradioSession = session or wire.app.session()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.messages: list[Message] = []
         self.outputs: list[OutputUpdate] = []
@@ -562,7 +565,9 @@ class WirePeer:
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
-        steps = [self.pc.close(), self.session.aclose()]
+        steps = [self.pc.close()]
+        if self._own_session:
+            steps.append(self.session.aclose())
         if self.recorder is not None:
             steps.insert(0, self.recorder.stop())
         for step in steps:  # teardown never hangs a run: each step gets a deadline

@@ -15,11 +15,11 @@ handled by the :class:`webrtc_ref.server.StreamServer` that :meth:`WebRTC.stream
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,16 +30,22 @@ from gradio.components.base import server
 from gradio.events import Dependency
 
 from webrtc_ref.handlers import StreamHandler
-from webrtc_ref.signaling import MODALITIES, MODES, Modality, Mode
+from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS
+from webrtc_ref.signaling import (
+    DEFAULT_MAX_OFFER_BYTES,
+    MODALITIES,
+    MODES,
+    START_SENTINEL,
+    Modality,
+    Mode,
+)
 
 if TYPE_CHECKING:
-    from webrtc_ref.server import StreamServer
+    from webrtc_ref.outputs import OutputQueue
+    from webrtc_ref.server import Client, StreamServer
 
 log = logging.getLogger("webrtc_ref.component")
 
-
-#: The value a receive-mode ``trigger`` gives the component; the browser starts on it.
-START_SENTINEL = "start_webrtc_stream"
 
 #: ``track_constraints`` used when none is given (gradio_webrtc 0.0.16's defaults).
 DEFAULT_AUDIO_CONSTRAINTS: dict[str, Any] = {
@@ -241,6 +247,41 @@ def _plain_value(value: Any) -> Any:
     return value
 
 
+def _session_of(request: Any) -> str | None:
+    """The Gradio session hash of an event's request (``None`` when there is none)."""
+    session = getattr(request, "session_hash", None) if request is not None else None
+    return session if isinstance(session, str) else None
+
+
+async def _client_of(request: Any) -> Client:
+    """Who posted an offer to the component server route.
+
+    Gradio hands component server functions the raw HTTP request; its JSON body (already
+    read and cached by the route) carries the session hash. The address is the TCP
+    peer's (behind a reverse proxy, run uvicorn with ``forwarded_allow_ips`` so that it is
+    the client's).
+    """
+    from webrtc_ref.server import Client
+
+    if request is None:
+        return Client()
+    session = None
+    with contextlib.suppress(AttributeError):
+        session = request.session_hash
+    if not isinstance(session, str):
+        json_body = getattr(request, "json", None)
+        if callable(json_body):
+            with contextlib.suppress(Exception):
+                data = await json_body()
+                session = data.get("session_hash") if isinstance(data, dict) else None
+    peer = getattr(request, "client", None)
+    address = getattr(peer, "host", None) if peer is not None else None
+    return Client(
+        session=session if isinstance(session, str) else None,
+        address=address if isinstance(address, str) else None,
+    )
+
+
 class WebRTC(gr.HTML):
     """Stream audio or video between the browser and Python over WebRTC.
 
@@ -265,6 +306,12 @@ class WebRTC(gr.HTML):
         rtp_params: merged into each sender's ``RTCRtpSender.setParameters`` (``encodings``
             entries are merged index by index), e.g. ``{"encodings": [{"maxBitrate": 1e6}]}``.
         height, width: size of the media area: pixels (int) or a CSS size (str).
+        max_offer_bytes: the largest offer SDP the server accepts, in bytes (default 64
+            KiB; a browser's offer is 2-6 KiB). Larger offers get ``offer_too_large``.
+        max_pending_per_address: how many offers from one client address may be
+            connecting at once (default 32; ``None``: no cap). More get
+            ``too_many_pending_offers``. Each Gradio session has at most one connecting
+            offer per component: a newer one supersedes it.
         show_label, container, scale, min_width, interactive, visible, elem_id,
         elem_classes, render, key, every, inputs: as for every Gradio component.
         _stream_origin: internal. Gradio rebuilds a component from its constructor
@@ -297,6 +344,8 @@ class WebRTC(gr.HTML):
         rtp_params: dict[str, Any] | None = None,
         height: int | str | None = None,
         width: int | str | None = None,
+        max_offer_bytes: int = DEFAULT_MAX_OFFER_BYTES,
+        max_pending_per_address: int | None = DEFAULT_MAX_PENDING_PER_ADDRESS,
         show_label: bool | None = None,
         container: bool = True,
         scale: int | None = None,
@@ -338,6 +387,18 @@ class WebRTC(gr.HTML):
         rtp_params = _json_dict("rtp_params", rtp_params) or {}
         height = _size("height", height)
         width = _size("width", width)
+        from webrtc_ref.server import check_max_offer_bytes
+
+        check_max_offer_bytes(max_offer_bytes)
+        if max_pending_per_address is not None and (
+            isinstance(max_pending_per_address, bool)
+            or not isinstance(max_pending_per_address, int)
+            or max_pending_per_address < 1
+        ):
+            raise ValueError(
+                "max_pending_per_address must be a positive int or None; "
+                f"got {max_pending_per_address!r}"
+            )
         if _stream_origin is not None and not isinstance(_stream_origin, WebRTC):
             raise ValueError(f"_stream_origin must be a WebRTC component; got {_stream_origin!r}")
 
@@ -345,7 +406,9 @@ class WebRTC(gr.HTML):
         self._server: StreamServer | None = None
         self._generation = 0
         self._origin = _stream_origin
-        self._outputs_lock = threading.Lock()
+        self._root: Any = None  # the gr.Blocks of the stream event (for show_error)
+        self.max_offer_bytes = max_offer_bytes
+        self.max_pending_per_address = max_pending_per_address
 
         self.mode = mode
         self.modality = modality
@@ -401,6 +464,10 @@ class WebRTC(gr.HTML):
             "width": self.width,
         }
 
+    def _shows_errors(self) -> bool:
+        """Whether the app was launched with ``show_error=True`` (read at error time)."""
+        return bool(getattr(self._root, "show_error", False))
+
     # -- values ---------------------------------------------------------------------
     def preprocess(self, payload: str | None) -> str | None:
         """The ``webrtc_id`` string (identity)."""
@@ -427,14 +494,15 @@ class WebRTC(gr.HTML):
 
     # -- signalling -----------------------------------------------------------------
     @server
-    async def offer(self, body: Any) -> dict[str, Any]:
+    async def offer(self, body: Any, request: gr.Request | None = None) -> dict[str, Any]:
         """The ``offer`` server function: answer the browser's SDP offer.
 
-        ``body`` is ``{"sdp", "type": "offer", "webrtc_id"}``. Returns
+        ``body`` is ``{"sdp", "type": "offer", "webrtc_id"}``; Gradio passes the HTTP
+        ``request``, whose session hash becomes the connection's owner. Returns
         ``{"sdp", "type": "answer"}`` or ``{"status": "failed", "meta": {"error", "message",
         ...}}``; ``not_configured`` when :meth:`stream` was never called. Never raises.
         """
-        from webrtc_ref.signaling import NOT_CONFIGURED, failure
+        from webrtc_ref.signaling import INTERNAL_ERROR, NOT_CONFIGURED, failure
 
         stream_server = self.stream_server
         if stream_server is None:
@@ -444,15 +512,21 @@ class WebRTC(gr.HTML):
                 "before launching the app.",
             )
         try:
-            return await stream_server.offer(body)
-        except Exception as exc:  # StreamServer.offer should not raise; say so if it does
-            log.exception("offer failed unexpectedly")
-            return failure("internal_error", f"the server failed to answer: {exc!r}")
+            return await stream_server.offer(body, await _client_of(request))
+        except Exception:  # StreamServer.offer should not raise; say so if it does
+            from webrtc_ref.errors import new_error_id
+
+            error_id = new_error_id()
+            log.exception("error %s: offer failed unexpectedly", error_id)
+            return failure(
+                INTERNAL_ERROR, f"the server failed to answer the offer (error id {error_id})"
+            )
 
     def set_input(self, webrtc_id: str | None, *args: Any) -> None:
         """Give connection ``webrtc_id`` the current values of the stream's other inputs.
 
-        The ``tick`` listener calls it with ``[webrtc_id, *other_inputs]``. Unknown ids,
+        For server-side code: acts on the connection whichever session offered it (the
+        ``tick`` listener acts only for the session that made the offer). Unknown ids,
         and values that are not ids (``None``, ``""``, ``"start_webrtc_stream"``), are
         ignored.
         """
@@ -461,7 +535,16 @@ class WebRTC(gr.HTML):
             return
         if not webrtc_id or webrtc_id == START_SENTINEL:
             return
-        stream_server.set_input(webrtc_id, list(args))
+        connection = stream_server.connection(webrtc_id)
+        if connection is not None:
+            stream_server.set_input(webrtc_id, list(args), owner=connection.owner)
+
+    def _session_set_input(self, session: str | None, webrtc_id: str | None, *args: Any) -> None:
+        """The ``tick`` listener's work: feed ``webrtc_id`` only if ``session`` offered it."""
+        stream_server = self.stream_server
+        if stream_server is None or not isinstance(webrtc_id, str) or not webrtc_id:
+            return
+        stream_server.set_input(webrtc_id, list(args), owner=session)
 
     # -- stream ---------------------------------------------------------------------
     def stream(  # type: ignore[override]  # replaces gr.HTML's "stream" event
@@ -542,8 +625,11 @@ class WebRTC(gr.HTML):
         if js is not None and not isinstance(js, str):
             raise ValueError(f"js must be None or a JavaScript string; got {js!r}")
 
+        from gradio.context import Context
+
         from webrtc_ref.server import StreamServer
 
+        self._root = Context.root_block
         ice_servers = (self._server_rtc_configuration or {}).get("iceServers") or None
         self._server = StreamServer(
             mode=mode,  # type: ignore[arg-type]
@@ -553,6 +639,9 @@ class WebRTC(gr.HTML):
             time_limit=effective_time_limit,
             has_inputs=bool(others),
             ice_servers=ice_servers,
+            max_offer_bytes=self.max_offer_bytes,
+            max_pending_per_address=self.max_pending_per_address,
+            show_error=self._shows_errors,
         )
         self.event_handler = fn
         self.concurrency_limit = limit
@@ -561,9 +650,9 @@ class WebRTC(gr.HTML):
         self._generation += 1
         generation = self._generation
 
-        def set_input(webrtc_id: str | None, *args: Any) -> None:
+        def set_input(request: gr.Request, webrtc_id: str | None, *args: Any) -> None:
             if generation == self._generation:
-                self.set_input(webrtc_id, *args)
+                self._session_set_input(_session_of(request), webrtc_id, *args)
 
         if mode == "receive":
             assert trigger is not None
@@ -622,14 +711,21 @@ class WebRTC(gr.HTML):
         call's value). With nothing pending, every output gets ``gr.skip()``: no update,
         never ``None``. The listener runs with ``trigger_mode="always_last"``, so a
         ``"change"`` that arrives while it runs causes one more run with fresh inputs.
-        Keep ``queue=True`` and the default concurrency for a strict order: with
-        ``queue=False`` runs may overlap and their updates may arrive out of order.
+
+        Isolation: the listener serves only the session that offered the connection, and
+        runs for one connection are serialised by that connection's own lock, so items
+        are handled once and in order. ``concurrency_limit="default"`` means no limit
+        across sessions (one session's slow ``fn`` never delays another's updates); pass
+        an int to bound how many sessions run ``fn`` at once. With ``queue=False`` the
+        updates of overlapping runs may still arrive out of order.
         """
         if not callable(fn):
             raise ValueError(f"fn must be callable; got {fn!r}")
         inputs_list = _component_list("inputs", inputs)
         outputs_list = _component_list("outputs", outputs)
-        if concurrency_limit != "default":
+        if concurrency_limit == "default":
+            concurrency_limit = None
+        else:
             _concurrency(concurrency_limit)
         _one_of("show_progress", show_progress, ("full", "minimal", "hidden"))
         if not isinstance(queue, bool):
@@ -649,12 +745,15 @@ class WebRTC(gr.HTML):
                 return gr.skip()
             return tuple(gr.skip() for _ in range(n_out))
 
-        def drain(webrtc_id: Any) -> list[Any]:
+        def queue_of(request: gr.Request, webrtc_id: Any) -> OutputQueue | None:
             stream_server = self.stream_server
             if stream_server is None or not isinstance(webrtc_id, str) or not webrtc_id:
-                return []
+                return None
+            return stream_server.outputs_of(webrtc_id, owner=_session_of(request))
+
+        def drain(queue: OutputQueue) -> list[Any]:
             items = []
-            while (item := stream_server.pop_additional_outputs(webrtc_id)) is not None:
+            while (item := queue.pop()) is not None:
                 items.append(item)
             return items
 
@@ -673,20 +772,29 @@ class WebRTC(gr.HTML):
 
         if inspect.iscoroutinefunction(fn):
 
-            async def handler(webrtc_id: str | None, *args: Any) -> Any:
-                items = drain(webrtc_id)
-                if not items:
+            async def handler(request: gr.Request, webrtc_id: str | None, *args: Any) -> Any:
+                queue = queue_of(request, webrtc_id)
+                if queue is None:
                     return skip()
-                merged, current = [_UNSET] * n_out, list(args)
-                for item in items:
-                    fold(merged, current, await fn(*current, *item.args))
-                return pack(merged)
+                async with queue.async_consumer_lock():
+                    items = drain(queue)
+                    if not items:
+                        return skip()
+                    merged, current = [_UNSET] * n_out, list(args)
+                    for item in items:
+                        fold(merged, current, await fn(*current, *item.args))
+                    return pack(merged)
 
         else:
 
-            def handler(webrtc_id: str | None, *args: Any) -> Any:  # type: ignore[misc]
-                with self._outputs_lock:
-                    items = drain(webrtc_id)
+            def handler(  # type: ignore[misc]
+                request: gr.Request, webrtc_id: str | None, *args: Any
+            ) -> Any:
+                queue = queue_of(request, webrtc_id)
+                if queue is None:
+                    return skip()
+                with queue.consumer_lock:
+                    items = drain(queue)
                     if not items:
                         return skip()
                     merged, current = [_UNSET] * n_out, list(args)

@@ -9,6 +9,7 @@ idempotent: it tells the browser why (``end_stream``), stops the runner (the han
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import threading
@@ -26,10 +27,12 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from webrtc_ref.drops import DropCounter
+from webrtc_ref.errors import new_error_id, public_message
 from webrtc_ref.handlers import StreamHandler
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.runner import GeneratorRunner, HandlerRunner, Runner, VideoRunner
-from webrtc_ref.signaling import Modality, Mode, Offer
+from webrtc_ref.signaling import Modality, Mode, Offer, log_tag
 from webrtc_ref.tracks import OutboundAudioTrack, OutboundVideoTrack
 
 log = logging.getLogger("webrtc_ref.connection")
@@ -43,6 +46,8 @@ CLOSE_REASONS = (
     "error",
     "handler_finished",
     "server_shutdown",
+    "superseded",
+    "invalid_offer",
 )
 
 
@@ -51,6 +56,12 @@ CLOSE_REASONS = (
 FINISH_GRACE = 0.5
 #: Seconds an error may wait for the data channel to open so the browser hears of it.
 ERROR_DELIVERY_WAIT = 5.0
+#: Messages kept for a data channel that is not open yet; older ones are dropped beyond.
+MAX_PENDING_MESSAGES = 256
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,9 @@ class StreamSpec:
     connect_timeout: float = 15.0
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     video_fps: float = 30.0
+    #: Whether the app shows exception texts to users (Gradio's ``launch(show_error=...)``);
+    #: read when an error happens, since the app is launched after the stream is set up.
+    show_error: Callable[[], bool] = _never
 
 
 def _ice_configuration(servers: list[dict[str, Any]]) -> RTCConfiguration:
@@ -112,15 +126,33 @@ class Connection:
         webrtc_id: str,
         spec: StreamSpec,
         on_closed: Callable[[Connection], None],
+        *,
+        handler: StreamHandler | None = None,
+        owner: str | None = None,
+        on_connected: Callable[[Connection], None] | None = None,
     ) -> None:
+        """Set up the connection (on the event loop; runs no user code).
+
+        ``handler`` is this connection's copy of the stream's ``StreamHandler`` (audio send
+        modes; the caller made it off the loop). ``owner`` is the Gradio session that
+        offered it. ``on_connected`` is called once when the peer connects.
+        """
         self.webrtc_id = webrtc_id
+        self.tag = log_tag(webrtc_id)
+        self.owner = owner
         self.spec = spec
         self._on_closed = on_closed
+        self._on_connected = on_connected
         self._loop = asyncio.get_running_loop()
         self.pc = RTCPeerConnection(_ice_configuration(spec.ice_servers))
-        self.outputs = OutputQueue()
+        self.outputs = OutputQueue(tag=self.tag)
         self.channel: RTCDataChannel | None = None
-        self._pending_messages: list[str] = []
+        self._pending_messages: collections.deque[str] = collections.deque()
+        self.message_drops = DropCounter(
+            log,
+            f"messages for a data channel that is not open (more than {MAX_PENDING_MESSAGES})",
+            self.tag,
+        )
         self._tasks: set[asyncio.Future[Any]] = set()
         self._timers: list[asyncio.TimerHandle] = []
         self._inbound: MediaStreamTrack | None = None
@@ -130,10 +162,10 @@ class Connection:
         self.connected_at: float | None = None
         self.created_at = time.monotonic()
         self.out_track: OutboundAudioTrack | OutboundVideoTrack | None = None
-        self.runner: Runner = self._make_runner()
+        self.runner: Runner = self._make_runner(handler)
 
     # -- setup -----------------------------------------------------------------------
-    def _make_runner(self) -> Runner:
+    def _make_runner(self, handler: StreamHandler | None) -> Runner:
         spec = self.spec
         sends_back = spec.mode in ("send-receive", "receive")
         if spec.modality == "audio":
@@ -148,11 +180,9 @@ class Connection:
             assert self.out_track is not None and not isinstance(spec.handler, StreamHandler)
             return GeneratorRunner(spec.handler, self, self.out_track, has_inputs=spec.has_inputs)
         if spec.modality == "audio":
-            assert isinstance(spec.handler, StreamHandler)
-            handler = spec.handler.copy()
             if not isinstance(handler, StreamHandler):
                 raise TypeError(
-                    f"{type(spec.handler).__name__}.copy() must return a StreamHandler; "
+                    "an audio send mode needs the connection's StreamHandler copy; "
                     f"got {type(handler).__name__}"
                 )
             handler._attach(self)
@@ -204,7 +234,7 @@ class Connection:
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != self.spec.modality or self._inbound is not None:
-            log.info("%s: ignoring extra %s track", self.webrtc_id, track.kind)
+            log.info("%s: ignoring extra %s track", self.tag, track.kind)
             return
         self._inbound = track
         if self.spec.mode == "send-receive" and self.out_track is not None:
@@ -244,9 +274,11 @@ class Connection:
 
     async def _on_connection_state(self) -> None:
         state = self.pc.connectionState
-        log.debug("%s: connection %s", self.webrtc_id, state)
-        if state == "connected" and self.connected_at is None:
+        log.debug("%s: connection %s", self.tag, state)
+        if state == "connected" and self.connected_at is None and not self._closing:
             self.connected_at = time.monotonic()
+            if self._on_connected is not None:
+                self._on_connected(self)
             if self.spec.time_limit is not None:
                 self._timers.append(
                     self._loop.call_later(
@@ -291,12 +323,15 @@ class Connection:
             channel.send(text)
         elif not self._closing:
             self._pending_messages.append(text)
+            if len(self._pending_messages) > MAX_PENDING_MESSAGES:
+                self._pending_messages.popleft()
+                self.message_drops.add()
 
     def _flush_messages(self) -> None:
         channel = self.channel
         if channel is None or channel.readyState != "open":
             return
-        pending, self._pending_messages = self._pending_messages, []
+        pending, self._pending_messages = self._pending_messages, collections.deque()
         for text in pending:
             channel.send(text)
 
@@ -317,16 +352,25 @@ class Connection:
         self.outputs.put(outputs)
         self._post("change")
 
-    def user_error(self, where: str, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+    def report_error(self, where: str, exc: BaseException) -> str:
+        """Log ``exc`` with its traceback and an error id; tell the browser (what it may
+        see: :mod:`webrtc_ref.errors`). Returns the browser's text. Any thread."""
+        error_id = new_error_id()
         log.error(
-            "%s: error in the stream handler (%s): %s",
-            self.webrtc_id,
+            "%s: error %s in the stream handler (%s): %s: %s",
+            self.tag,
+            error_id,
             where,
-            message,
+            type(exc).__name__,
+            exc,
             exc_info=exc,
         )
+        message = public_message(exc, error_id, show_error=self.spec.show_error())
         self.send_message({"type": "error", "message": message})
+        return message
+
+    def user_error(self, where: str, exc: BaseException) -> None:
+        message = self.report_error(where, exc)
         try:
             self._loop.call_soon_threadsafe(lambda: self._spawn(self.close("error", message)))
         except RuntimeError:
@@ -337,24 +381,28 @@ class Connection:
         self.runner.set_inputs(args)
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def close(self, reason: str, message: str | None = None) -> None:
-        """End this connection for ``reason`` (one of :data:`CLOSE_REASONS`); idempotent."""
+    async def close(self, reason: str, message: str | None = None, *, notify: bool = True) -> None:
+        """End this connection for ``reason`` (one of :data:`CLOSE_REASONS`); idempotent.
+
+        ``notify=False`` skips telling the browser (an offer that failed, or one a newer
+        offer superseded, has no data channel to tell it on).
+        """
         if self._closing:
             await self.closed.wait()
             return
         self._closing = True
         self.close_reason = reason
-        log.info("%s: closing (%s)", self.webrtc_id, reason)
+        log.info("%s: closing (%s)", self.tag, reason)
         for timer in self._timers:
             timer.cancel()
         try:
-            if reason == "error":
+            if notify and reason == "error":
                 await self._await_channel(ERROR_DELIVERY_WAIT)
-            if reason != "client_closed":
+            if notify and reason != "client_closed":
                 await self._say_goodbye(reason, message)
             if self.out_track is not None:
                 self.out_track.stop()
-            await _in_thread(self.runner.stop, f"close-{self.webrtc_id}")
+            await _in_thread(self.runner.stop, f"close-{self.tag}")
             current = asyncio.current_task()
             for task in list(self._tasks):
                 if task is not current:

@@ -19,6 +19,7 @@ Contract (see docs/handlers.md):
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from webrtc_ref.outputs import AdditionalOutputs
+
+_log = logging.getLogger("webrtc_ref.handlers")
 
 AudioLayout = Literal["mono", "stereo"]
 LAYOUTS: tuple[str, ...] = ("mono", "stereo")
@@ -48,6 +51,10 @@ class HandlerContext(Protocol):
 
     def clear_output(self) -> None:
         """Drop output audio that was emitted but not yet sent."""
+
+    def report_error(self, where: str, exc: BaseException) -> str:
+        """Log ``exc`` with its traceback and tell the browser as the app's error policy
+        says (webrtc_ref.errors); the stream goes on. Returns the browser's text."""
 
 
 class StreamHandler(ABC):
@@ -151,6 +158,13 @@ class StreamHandler(ABC):
         """Drop emitted audio that has not been sent yet (e.g. on barge-in)."""
         if self._context is not None:
             self._context.clear_output()
+
+    def _report_error(self, where: str, exc: BaseException) -> None:
+        """Report an error of user code that does not end the stream (runtime use only)."""
+        if self._context is not None:
+            self._context.report_error(where, exc)
+        else:
+            _log.error("error in %s (no connection)", where, exc_info=exc)
 
     def _attach(self, context: HandlerContext) -> None:
         """Bind this copy to its connection (runtime use only)."""

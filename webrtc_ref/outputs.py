@@ -10,9 +10,15 @@ in order.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import logging
 import threading
 from typing import Any
+
+from webrtc_ref.drops import DropCounter
+
+logger = logging.getLogger("webrtc_ref.outputs")
 
 
 class AdditionalOutputs:
@@ -36,27 +42,58 @@ class AdditionalOutputs:
     __hash__ = None  # type: ignore[assignment]
 
 
-class OutputQueue:
-    """A thread-safe, unbounded FIFO of :class:`AdditionalOutputs` for one connection.
+#: Additional outputs one connection may hold for the browser before the oldest are dropped.
+MAX_QUEUED_OUTPUTS = 1000
 
-    Items are never dropped: they wait here until the browser asks for them, however late
-    its data channel opens. ``put`` may be called from any thread; ``pop`` returns ``None``
-    when empty.
+
+class OutputQueue:
+    """A thread-safe FIFO of :class:`AdditionalOutputs` for one connection, at most
+    ``capacity`` items.
+
+    Items wait here until the browser asks for them, however late its data channel opens.
+    When a handler produces faster than the browser fetches (or nobody fetches at all),
+    the oldest items are dropped, counted in ``drops`` and logged (rate-limited). ``put``
+    may be called from any thread; ``pop`` returns ``None`` when empty.
+
+    ``consumer_lock`` (threads) and :meth:`async_consumer_lock` (the Gradio server's event
+    loop) serialise the consumers of this one connection, so each item reaches
+    ``on_additional_outputs`` once and in order; nothing is shared between connections.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = MAX_QUEUED_OUTPUTS, *, tag: str = "") -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be a positive int; got {capacity!r}")
+        self.capacity = capacity
         self._items: collections.deque[AdditionalOutputs] = collections.deque()
         self._lock = threading.Lock()
+        self.drops = DropCounter(
+            logger,
+            f"additional outputs nobody fetched (more than {capacity} were waiting)",
+            tag,
+        )
+        self.consumer_lock = threading.Lock()
+        self._async_lock: asyncio.Lock | None = None
 
     def put(self, item: AdditionalOutputs) -> None:
         if not isinstance(item, AdditionalOutputs):
             raise TypeError(f"expected AdditionalOutputs, got {type(item).__name__}")
         with self._lock:
             self._items.append(item)
+            excess = len(self._items) - self.capacity
+            for _ in range(excess):
+                self._items.popleft()
+        self.drops.add(excess)
 
     def pop(self) -> AdditionalOutputs | None:
         with self._lock:
             return self._items.popleft() if self._items else None
+
+    def async_consumer_lock(self) -> asyncio.Lock:
+        """The lock async consumers hold (created on first use, on the caller's loop)."""
+        with self._lock:
+            if self._async_lock is None:
+                self._async_lock = asyncio.Lock()
+            return self._async_lock
 
     def __len__(self) -> int:
         with self._lock:

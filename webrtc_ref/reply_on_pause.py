@@ -769,9 +769,12 @@ class ReplyOnPause(StreamHandler):
                 # Never silent, never "infinite speech" (gradio_webrtc's B12): say so, stop.
                 self._vad_failed = True
                 self._detector = None
-                logger.exception("ReplyOnPause: the pause detector failed; audio is ignored")
-                message = f"pause detection failed: {type(exc).__name__}: {exc}"
-                actions.append(lambda: self.send_message({"type": "error", "message": message}))
+                failure = exc
+                actions.append(
+                    lambda: self._report_error(
+                        "the pause detector; audio is ignored from now on", failure
+                    )
+                )
                 events = []
             for event in events:
                 self._handle_event(event, rate, actions)
@@ -924,7 +927,7 @@ class ReplyOnPause(StreamHandler):
                     "of asking for them; the turn was dropped"
                 ),
                 turn.generation,
-                log_traceback=False,
+                ours=True,
             )
         return False
 
@@ -1025,15 +1028,15 @@ class ReplyOnPause(StreamHandler):
 
         self._unlocked(work)
 
-    def _fail_locked(
-        self, exc: BaseException, generation: int, *, log_traceback: bool = True
-    ) -> None:
-        """End the turn ``generation`` after ``exc``: log, tell the browser, listen again."""
-        if log_traceback:
-            logger.error("ReplyOnPause: fn raised; the turn is dropped", exc_info=exc)
-        else:
+    def _fail_locked(self, exc: BaseException, generation: int, *, ours: bool = False) -> None:
+        """End the turn ``generation`` after ``exc``: log, tell the browser, listen again.
+
+        ``ours``: the runtime raised it with a message meant for the user (shown as is,
+        logged without a traceback); anything else came from user code and is reported
+        as the app's error policy says (:meth:`StreamHandler._report_error`).
+        """
+        if ours:
             logger.error("ReplyOnPause: %s: %s", type(exc).__name__, exc)
-        message = {"type": "error", "message": f"{type(exc).__name__}: {exc}"}
         reply, self._reply = self._reply, None
         if generation == self._generation:
             self._turn = None
@@ -1043,7 +1046,10 @@ class ReplyOnPause(StreamHandler):
             if reply is not None:
                 reply.close()
             self._close_loop()
-            self.send_message(message)
+            if ours:
+                self.send_message({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
+            else:
+                self._report_error("ReplyOnPause fn; the turn is dropped", exc)
 
         self._unlocked(work)
 

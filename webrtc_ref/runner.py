@@ -68,6 +68,8 @@ class RuntimeHooks(Protocol):
     """What a connection offers its runner. Every method is thread-safe."""
 
     webrtc_id: str
+    #: What logs and thread names call the connection (never the id itself).
+    tag: str
 
     def request_inputs(self) -> None:
         """Ask the browser for the inputs' current values (data channel ``"tick"``)."""
@@ -108,7 +110,7 @@ class Runner(ABC):
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(
-            target=self._guard(target, name), name=f"{name}-{self.hooks.webrtc_id}", daemon=True
+            target=self._guard(target, name), name=f"{name}-{self.hooks.tag}", daemon=True
         )
         self._threads.append(thread)
         thread.start()
@@ -150,7 +152,7 @@ class Runner(ABC):
                 log.warning(
                     "%s: worker %s is still blocked in user code after the connection "
                     "closed; it exits when that call returns",
-                    self.hooks.webrtc_id,
+                    self.hooks.tag,
                     thread.name,
                 )
 
@@ -282,7 +284,7 @@ class _AudioSink:
                 self._warned = True
                 log.warning(
                     "%s: audio emitted in mode 'send' is discarded (nothing is sent back)",
-                    self._runner.hooks.webrtc_id,
+                    self._runner.hooks.tag,
                 )
             return
         self._take_discard()
@@ -463,7 +465,7 @@ class HandlerRunner(Runner):
             if inspect.isawaitable(result):
                 asyncio.run(_as_coroutine(result))
         except Exception:
-            log.exception("%s: StreamHandler.shutdown() raised", self.hooks.webrtc_id)
+            log.exception("%s: StreamHandler.shutdown() raised", self.hooks.tag)
         finally:
             self.handler._detach()
 

@@ -2,46 +2,58 @@
 
 The Gradio component owns one StreamServer per ``.stream()`` call and forwards to it:
 
-- ``await offer(body)``: the ``offer`` server function. ``body`` is the JSON the browser
-  posted as ``data``: ``{"sdp": str, "type": "offer", "webrtc_id": str}``. Returns
+- ``await offer(body, client)``: the ``offer`` server function. ``body`` is the JSON the
+  browser posted as ``data``: ``{"sdp": str, "type": "offer", "webrtc_id": str}``;
+  ``client`` says who posted it (Gradio session, address). Returns
   ``{"sdp": ..., "type": "answer"}`` or
   ``{"status": "failed", "meta": {"error": CODE, "message": str, ...}}`` with CODE one of
-  ``concurrency_limit_reached`` (+ ``limit``), ``connection_already_exists``,
-  ``invalid_offer``, ``unsupported_media``, ``handler_error``. Never raises for bad
-  client input.
-- ``set_input(webrtc_id, args)``: the ``tick`` event's values of the stream's *other*
-  inputs (the component's own value, the webrtc_id, is not in ``args``). Unknown ids are
-  ignored.
-- ``pop_additional_outputs(webrtc_id)``: the next queued ``AdditionalOutputs`` of that
-  connection, or ``None``.
+  :data:`webrtc_ref.signaling.ERROR_CODES`. Never raises for bad client input, and every
+  refusal is decided before any aiortc work or user code runs.
+- ``set_input(webrtc_id, args, owner=...)``: the ``tick`` event's values of the stream's
+  *other* inputs (the component's own value, the webrtc_id, is not in ``args``).
+- ``pop_additional_outputs(webrtc_id, owner=...)``: the next queued ``AdditionalOutputs``
+  of that connection, or ``None``.
 - ``await shutdown()``: close every connection.
 
-State is per instance; nothing is shared between servers.
+A connection belongs to the session that offered it: ``set_input``,
+``pop_additional_outputs`` and ``outputs_of`` given another ``owner`` behave exactly as
+for an unknown id. State is per instance; nothing is shared between servers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiortc.exceptions import InvalidStateError, OperationError
 
 from webrtc_ref.connection import Connection, StreamSpec
+from webrtc_ref.errors import new_error_id, public_message
 from webrtc_ref.handlers import StreamHandler
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
-from webrtc_ref.registry import Registry
+from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS, Registry
 from webrtc_ref.signaling import (
+    DEFAULT_MAX_OFFER_BYTES,
     HANDLER_ERROR,
+    INTERNAL_ERROR,
     INVALID_OFFER,
     MODALITIES,
     MODES,
     Modality,
     Mode,
+    Offer,
     SignalingError,
     answer_reply,
     check_media,
     failure,
+    log_tag,
+    media_sections,
     parse_offer,
 )
 
@@ -49,6 +61,61 @@ log = logging.getLogger("webrtc_ref.server")
 
 #: Seconds for which additional outputs of an ended connection can still be fetched.
 OUTPUTS_GRACE = 60.0
+#: Ended connections whose unfetched outputs are kept (the oldest go first beyond this).
+MAX_LEFTOVERS = 1024
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who posted an offer: the Gradio session (``session``, the owner of the connection)
+    and the client's address (``address``, for the per-address cap). ``None`` fields:
+    unknown (in-process callers)."""
+
+    session: str | None = None
+    address: str | None = None
+
+
+async def run_in_thread(fn: Callable[[], R], name: str) -> R:
+    """Run blocking ``fn`` (user code) on a new daemon thread and await its result.
+
+    The event loop never waits on user code; a dedicated thread (rather than the loop's
+    default executor) also works while that executor is shutting down.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[R] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
+
+    def run() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn()
+        except BaseException as exc:
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await done
+
+
+def check_max_offer_bytes(value: object) -> None:
+    """``max_offer_bytes`` must be an int of at least 1024 (a real offer is 2-6 KiB)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+        raise ValueError(
+            f"max_offer_bytes must be an int >= 1024 (bytes of offer SDP); got {value!r}"
+        )
 
 
 def _check_positive(name: str, value: object, *, allow_none: bool) -> None:
@@ -75,6 +142,13 @@ class StreamServer:
             runtime must fetch their values.
         ice_servers: RTCIceServer dicts for the server's own peer connections (default
             none: only host candidates, nothing contacts the network).
+        max_offer_bytes: the largest offer SDP accepted (bytes); larger ones get
+            ``offer_too_large``.
+        max_pending_per_address: how many offers from one client address may be
+            connecting at once (``None``: no cap); more get ``too_many_pending_offers``.
+        show_error: whether the browser may see the text of user code's exceptions
+            (called when an error happens; the component passes Gradio's
+            ``launch(show_error=...)``).
     """
 
     def __init__(
@@ -88,6 +162,9 @@ class StreamServer:
         connect_timeout: float = 15.0,
         has_inputs: bool = False,
         ice_servers: list[dict[str, Any]] | None = None,
+        max_offer_bytes: int = DEFAULT_MAX_OFFER_BYTES,
+        max_pending_per_address: int | None = DEFAULT_MAX_PENDING_PER_ADDRESS,
+        show_error: Callable[[], bool] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
@@ -103,6 +180,8 @@ class StreamServer:
             raise ValueError(f"handler must be callable; got {type(handler).__name__}")
         _check_positive("time_limit", time_limit, allow_none=True)
         _check_positive("connect_timeout", connect_timeout, allow_none=False)
+        check_max_offer_bytes(max_offer_bytes)
+        self.max_offer_bytes = max_offer_bytes
         self.spec = StreamSpec(
             mode=mode,
             modality=modality,
@@ -111,53 +190,168 @@ class StreamServer:
             time_limit=time_limit,
             connect_timeout=connect_timeout,
             ice_servers=list(ice_servers or []),
+            show_error=show_error or (lambda: False),
         )
-        self._registry: Registry[Connection] = Registry(concurrency_limit)
-        self._leftovers: dict[str, tuple[OutputQueue, float]] = {}
+        self._registry: Registry[Connection] = Registry(
+            concurrency_limit, max_pending_per_address=max_pending_per_address
+        )
+        # webrtc_id -> (owner, outputs, expiry), oldest first
+        self._leftovers: collections.OrderedDict[str, tuple[str | None, OutputQueue, float]] = (
+            collections.OrderedDict()
+        )
+        self._leftovers_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def concurrency_limit(self) -> int | None:
         return self._registry.limit
 
-    async def offer(self, body: object) -> dict[str, Any]:
-        """Answer an offer, or explain in a failure reply why not."""
+    async def offer(self, body: object, client: Client | None = None) -> dict[str, Any]:
+        """Answer an offer, or explain in a failure reply why not (see the module docstring).
+
+        Order: the offer is validated and a slot reserved (no aiortc work, no user code);
+        the handler is copied on a worker thread; the peer connection applies the offer.
+        All of it must finish within ``connect_timeout``. A failure frees the slot before
+        the reply leaves.
+        """
+        client = client or Client()
         try:
-            offer = parse_offer(body)
+            offer = parse_offer(
+                body,
+                max_bytes=self.max_offer_bytes,
+                max_media_sections=media_sections(self.spec.modality),
+            )
             check_media(offer, self.spec.mode, self.spec.modality)
-            self._registry.reserve(offer.webrtc_id)
+            superseded = self._registry.reserve(
+                offer.webrtc_id, owner=client.session, address=client.address
+            )
         except SignalingError as exc:
             log.info("offer refused: %s (%s)", exc.code, exc.message)
             return exc.reply()
+        if superseded is not None:
+            log.info("%s: superseded by a newer offer of its session", superseded.tag)
+            self._spawn(superseded.close("superseded", notify=False))
         webrtc_id = offer.webrtc_id
+        holder: list[Connection] = []
         try:
-            connection = Connection(webrtc_id, self.spec, self._release)
-        except Exception as exc:
+            return await asyncio.wait_for(
+                self._admit(offer, client, holder), self.spec.connect_timeout
+            )
+        except asyncio.TimeoutError:
+            self._abandon(webrtc_id, holder, "handler_error")
+            return failure(
+                HANDLER_ERROR,
+                f"the stream handler was not ready within {self.spec.connect_timeout:g} s "
+                "(StreamHandler.copy() took too long)",
+            )
+        except BaseException:
+            self._abandon(webrtc_id, holder, "error")
+            raise
+
+    async def _admit(
+        self, offer: Offer, client: Client, holder: list[Connection]
+    ) -> dict[str, Any]:
+        webrtc_id = offer.webrtc_id
+        tag = log_tag(webrtc_id)
+        handler: StreamHandler | None = None
+        if isinstance(self.spec.handler, StreamHandler):
+            try:
+                handler = await run_in_thread(self.spec.handler.copy, f"copy-{tag}")
+                if not isinstance(handler, StreamHandler):
+                    raise TypeError(
+                        f"{type(self.spec.handler).__name__}.copy() must return a "
+                        f"StreamHandler; got {type(handler).__name__}"
+                    )
+            except Exception as exc:
+                self._registry.release(webrtc_id)
+                error_id = new_error_id()
+                log.error(
+                    "%s: error %s: the stream handler could not be set up",
+                    tag,
+                    error_id,
+                    exc_info=exc,
+                )
+                return failure(
+                    HANDLER_ERROR, public_message(exc, error_id, show_error=self.spec.show_error())
+                )
+        try:
+            connection = Connection(
+                webrtc_id,
+                self.spec,
+                self._release,
+                handler=handler,
+                owner=client.session,
+                on_connected=self._connected,
+            )
+        except Exception:
             self._registry.release(webrtc_id)
-            log.exception("%s: the stream handler could not be set up", webrtc_id)
-            return failure(HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+            if handler is not None:
+                self._spawn(run_in_thread(handler.shutdown, f"shutdown-{tag}"))
+            error_id = new_error_id()
+            log.exception("%s: error %s: the connection could not be set up", tag, error_id)
+            return failure(
+                INTERNAL_ERROR, f"the server could not set up the connection (error id {error_id})"
+            )
+        holder.append(connection)
         self._registry.attach(webrtc_id, connection)
         try:
             sdp = await connection.accept(offer)
-        except Exception as exc:
-            log.info("%s: offer could not be applied: %r", webrtc_id, exc)
-            await connection.close("error")
-            return failure(INVALID_OFFER, f"the offer could not be applied: {exc}")
+        except (ValueError, InvalidStateError, OperationError) as exc:
+            self._abandon(webrtc_id, holder, "invalid_offer")
+            log.info("%s: offer could not be applied: %r", tag, exc)
+            return failure(INVALID_OFFER, f"the offer could not be applied: {exc}", field="sdp")
+        except Exception:
+            self._abandon(webrtc_id, holder, "error")
+            error_id = new_error_id()
+            log.exception("%s: error %s: applying the offer failed", tag, error_id)
+            return failure(
+                INTERNAL_ERROR, f"the server failed to answer the offer (error id {error_id})"
+            )
         return answer_reply(sdp)
 
+    def _abandon(self, webrtc_id: str, holder: list[Connection], reason: str) -> None:
+        """An offer failed: free its slot now; close its connection (if one was made)
+        in the background, without a goodbye."""
+        connection = holder[0] if holder else None
+        self._registry.release(webrtc_id, connection)
+        if connection is not None:
+            self._spawn(connection.close(reason, notify=False))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _connected(self, connection: Connection) -> None:
+        self._registry.connected(connection.webrtc_id, connection)
+
     def _release(self, connection: Connection) -> None:
-        if self._registry.get(connection.webrtc_id) is connection:
-            self._registry.release(connection.webrtc_id)
-        if len(connection.outputs):
-            # Outputs yielded just before the end (say, at the time limit) are still
-            # fetched by the browser's state_change events after the connection is gone.
-            self._leftovers[connection.webrtc_id] = (
-                connection.outputs,
-                time.monotonic() + OUTPUTS_GRACE,
-            )
+        self._registry.release(connection.webrtc_id, connection)
+        now = time.monotonic()
+        with self._leftovers_lock:
+            self._prune_leftovers(now)
+            if len(connection.outputs):
+                # Outputs yielded just before the end (say, at the time limit) are still
+                # fetched by the browser's state_change events after the connection is gone.
+                self._leftovers[connection.webrtc_id] = (
+                    connection.owner,
+                    connection.outputs,
+                    now + OUTPUTS_GRACE,
+                )
+                while len(self._leftovers) > MAX_LEFTOVERS:
+                    self._leftovers.popitem(last=False)
+
+    def _prune_leftovers(self, now: float) -> None:
+        """Drop expired leftovers (oldest first; they expire in insertion order)."""
+        while self._leftovers:
+            key, (_, _, expiry) = next(iter(self._leftovers.items()))
+            if expiry >= now:
+                break
+            del self._leftovers[key]
 
     def connection(self, webrtc_id: str) -> Connection | None:
-        """The live connection with this id, if any."""
-        return self._registry.get(webrtc_id)
+        """The live connection with this id, whichever session offered it (server-side use)."""
+        return self._registry.any_owner(webrtc_id)
 
     @property
     def connections(self) -> list[Connection]:
@@ -166,32 +360,42 @@ class StreamServer:
     def __len__(self) -> int:
         return len(self._registry)
 
-    def set_input(self, webrtc_id: str, args: list[Any]) -> None:
-        """Give the connection the latest values of the stream's other inputs."""
-        connection = self._registry.get(webrtc_id)
+    def set_input(self, webrtc_id: str, args: list[Any], *, owner: str | None = None) -> None:
+        """Give the connection the latest values of the stream's other inputs.
+
+        Only ``owner``'s connection is fed; an id of another owner is ignored like an
+        unknown one."""
+        connection = self._registry.get(webrtc_id, owner)
         if connection is not None:
             connection.set_inputs(list(args))
 
-    def pop_additional_outputs(self, webrtc_id: str) -> AdditionalOutputs | None:
-        """The next queued outputs of ``webrtc_id``; still served for ``OUTPUTS_GRACE``
-        seconds after the connection ended."""
-        connection = self._registry.get(webrtc_id)
+    def outputs_of(self, webrtc_id: str, *, owner: str | None = None) -> OutputQueue | None:
+        """The additional-outputs queue of ``owner``'s connection ``webrtc_id``, live or
+        ended less than ``OUTPUTS_GRACE`` seconds ago; ``None`` otherwise."""
+        connection = self._registry.get(webrtc_id, owner)
         if connection is not None:
-            return connection.outputs.pop()
-        now = time.monotonic()
-        for key, (_, expiry) in list(self._leftovers.items()):
-            if expiry < now:
-                del self._leftovers[key]
-        leftover = self._leftovers.get(webrtc_id)
-        if leftover is None:
-            return None
-        item = leftover[0].pop()
-        if not len(leftover[0]):
-            del self._leftovers[webrtc_id]
-        return item
+            return connection.outputs
+        with self._leftovers_lock:
+            self._prune_leftovers(time.monotonic())
+            leftover = self._leftovers.get(webrtc_id)
+            if leftover is None or leftover[0] != owner:
+                return None
+            if not len(leftover[1]):
+                del self._leftovers[webrtc_id]
+                return None
+            return leftover[1]
+
+    def pop_additional_outputs(
+        self, webrtc_id: str, *, owner: str | None = None
+    ) -> AdditionalOutputs | None:
+        """The next queued outputs of ``owner``'s connection ``webrtc_id``; still served for
+        ``OUTPUTS_GRACE`` seconds after the connection ended."""
+        queue = self.outputs_of(webrtc_id, owner=owner)
+        return queue.pop() if queue is not None else None
 
     async def close(self, webrtc_id: str, reason: str = "server_shutdown") -> None:
-        connection = self._registry.get(webrtc_id)
+        """Close the connection ``webrtc_id`` (whichever session offered it)."""
+        connection = self._registry.any_owner(webrtc_id)
         if connection is not None:
             await connection.close(reason)
 

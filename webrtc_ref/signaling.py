@@ -4,10 +4,18 @@ An offer body is ``{"sdp": str, "type": "offer", "webrtc_id": str}``. A success 
 ``{"sdp": str, "type": "answer"}``; a failure reply is
 ``{"status": "failed", "meta": {"error": CODE, "message": str, ...}}``. The ``status``
 key keeps gradio_webrtc's browser client working (it rejects on ``status == "failed"``).
+
+Every check here is cheap and runs before any aiortc work, in order of cost: the body's
+shape and the ``webrtc_id``, the SDP's size (:data:`DEFAULT_MAX_OFFER_BYTES`), its number
+of media sections (a line count, before parsing), then the parsed SDP's ICE credentials,
+DTLS fingerprint, RTCP multiplexing, mids and data channel (:func:`parse_offer`), and the
+media the mode needs (:func:`check_media`). An offer that passes them is one that aiortc
+can apply at once, so a hostile client cannot make the server work on it for long.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,6 +33,9 @@ INVALID_OFFER = "invalid_offer"
 UNSUPPORTED_MEDIA = "unsupported_media"
 NOT_CONFIGURED = "not_configured"
 HANDLER_ERROR = "handler_error"
+OFFER_TOO_LARGE = "offer_too_large"
+TOO_MANY_PENDING_OFFERS = "too_many_pending_offers"
+INTERNAL_ERROR = "internal_error"
 ERROR_CODES: tuple[str, ...] = (
     CONCURRENCY_LIMIT_REACHED,
     CONNECTION_ALREADY_EXISTS,
@@ -32,10 +43,18 @@ ERROR_CODES: tuple[str, ...] = (
     UNSUPPORTED_MEDIA,
     NOT_CONFIGURED,
     HANDLER_ERROR,
+    OFFER_TOO_LARGE,
+    TOO_MANY_PENDING_OFFERS,
+    INTERNAL_ERROR,
 )
 
-#: What a webrtc_id may look like: 1-128 characters, no whitespace or control characters.
-WEBRTC_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}$")
+#: What a webrtc_id may look like: 1-128 letters, digits, ``-`` and ``_``.
+WEBRTC_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+#: The value a receive-mode trigger gives the component; never a connection's id.
+START_SENTINEL = "start_webrtc_stream"
+#: Default cap on an offer's SDP, in bytes. A browser's offer for one track and a data
+#: channel is 2-6 KiB; 64 KiB leaves room for many codecs and candidates.
+DEFAULT_MAX_OFFER_BYTES = 64 * 1024
 
 
 class SignalingError(Exception):
@@ -82,8 +101,23 @@ class Offer:
         return any(m.kind == "application" for m in self.description.media)
 
 
-def parse_offer(body: object) -> Offer:
-    """Validate an offer body; raise :class:`SignalingError` (``invalid_offer``) if malformed."""
+def _limit_hint(parameter: str) -> str:
+    return f"raise it with WebRTC({parameter}=...) or StreamServer({parameter}=...)"
+
+
+def parse_offer(
+    body: object,
+    *,
+    max_bytes: int = DEFAULT_MAX_OFFER_BYTES,
+    max_media_sections: int | None = None,
+) -> Offer:
+    """Validate an offer body; raise :class:`SignalingError` if it cannot be used.
+
+    Codes: ``invalid_offer`` (malformed body, id or SDP; ``field`` says which),
+    ``offer_too_large`` (the SDP exceeds ``max_bytes``; ``limit`` and ``size``) and
+    ``unsupported_media`` (more than ``max_media_sections`` media sections; ``limit`` and
+    ``offered``). Size and section count are checked before the SDP is parsed.
+    """
     if not isinstance(body, dict):
         raise SignalingError(
             INVALID_OFFER,
@@ -101,28 +135,104 @@ def parse_offer(body: object) -> Offer:
             )
     if body["type"] != "offer":
         raise SignalingError(
-            INVALID_OFFER, f"offer 'type' must be 'offer'; got {body['type']!r}", field="type"
+            INVALID_OFFER, f"offer 'type' must be 'offer'; got {body['type'][:40]!r}", field="type"
         )
     webrtc_id = body["webrtc_id"]
     if not WEBRTC_ID_PATTERN.match(webrtc_id):
         raise SignalingError(
             INVALID_OFFER,
-            "webrtc_id must be 1-128 printable ASCII characters without spaces; "
-            f"got {webrtc_id[:40]!r}",
+            "webrtc_id must be 1-128 characters from A-Z, a-z, 0-9, '-' and '_'; "
+            f"got {webrtc_id[:40]!r}{'...' if len(webrtc_id) > 40 else ''} "
+            f"({len(webrtc_id)} characters)",
+            field="webrtc_id",
+        )
+    if webrtc_id == START_SENTINEL:
+        raise SignalingError(
+            INVALID_OFFER,
+            f"webrtc_id {START_SENTINEL!r} is reserved (it starts receive-mode streams); "
+            "use a fresh random id for every connection",
             field="webrtc_id",
         )
     sdp = body["sdp"]
+    size = len(sdp) if sdp.isascii() else len(sdp.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise SignalingError(
+            OFFER_TOO_LARGE,
+            f"the offer SDP is {size} bytes; this stream accepts at most {max_bytes} "
+            f"({_limit_hint('max_offer_bytes')})",
+            field="sdp",
+            limit=max_bytes,
+            size=size,
+        )
+    if max_media_sections is not None:
+        sections = sdp.count("\nm=") + sdp.startswith("m=")
+        if sections > max_media_sections:
+            raise SignalingError(
+                UNSUPPORTED_MEDIA,
+                f"the offer has {sections} media sections; this stream takes at most "
+                f"{max_media_sections} (its media and the 'text' data channel)",
+                field="sdp",
+                limit=max_media_sections,
+                offered=sections,
+            )
+    if not sdp.startswith("v=0"):
+        raise SignalingError(
+            INVALID_OFFER, "offer SDP must start with 'v=0' (is it an SDP offer?)", field="sdp"
+        )
     try:
         description = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc raises assorted errors on malformed SDP
         raise SignalingError(
-            INVALID_OFFER, f"offer SDP could not be parsed: {exc!r}", field="sdp"
+            INVALID_OFFER, f"offer SDP could not be parsed: {type(exc).__name__}", field="sdp"
         ) from exc
-    if not sdp.startswith("v=0") or not description.media:
+    if not description.media:
         raise SignalingError(
             INVALID_OFFER, "offer SDP has no media sections (is it an SDP offer?)", field="sdp"
         )
+    _check_transport(description)
     return Offer(sdp=sdp, webrtc_id=webrtc_id, description=description)
+
+
+def _check_transport(description: SessionDescription) -> None:
+    """What aiortc needs to apply the offer and connect: per live section, ICE credentials,
+    a DTLS fingerprint, RTCP multiplexing for media; unique mids; exactly one data channel."""
+    mids: set[str] = set()
+    channels = 0
+    for index, media in enumerate(description.media):
+        where = f"media section {index} ({media.kind})"
+        if media.kind not in (*MODALITIES, "application"):
+            raise SignalingError(
+                UNSUPPORTED_MEDIA,
+                f"{where}: media kind {media.kind[:20]!r} is not supported; "
+                "only audio, video and the data channel are",
+                field="sdp",
+            )
+        if media.port == 0:
+            continue  # a rejected section carries nothing
+        if not media.ice or not media.ice.usernameFragment or not media.ice.password:
+            raise SignalingError(
+                INVALID_OFFER, f"{where} lacks a=ice-ufrag / a=ice-pwd", field="sdp"
+            )
+        if not media.dtls or not media.dtls.fingerprints:
+            raise SignalingError(INVALID_OFFER, f"{where} lacks a=fingerprint", field="sdp")
+        if media.kind in MODALITIES and not media.rtcp_mux:
+            raise SignalingError(INVALID_OFFER, f"{where} lacks a=rtcp-mux", field="sdp")
+        mid = media.rtp.muxId
+        if mid:
+            if mid in mids:
+                raise SignalingError(
+                    INVALID_OFFER, f"{where} repeats mid {mid[:20]!r}", field="sdp"
+                )
+            mids.add(mid)
+        if media.kind == "application":
+            channels += 1
+    if channels != 1:
+        raise SignalingError(
+            INVALID_OFFER,
+            f"the offer must carry exactly one data channel section; it has {channels} "
+            "(create the 'text' data channel before createOffer)",
+            field="sdp",
+        )
 
 
 def check_media(offer: Offer, mode: Mode, modality: Modality) -> None:
@@ -138,6 +248,14 @@ def check_media(offer: Offer, mode: Mode, modality: Modality) -> None:
         raise SignalingError(
             UNSUPPORTED_MEDIA,
             f"this stream carries {modality} only; the offer has {', '.join(foreign)}",
+            expected=modality,
+            offered=other,
+        )
+    if len(other) > 1:
+        raise SignalingError(
+            UNSUPPORTED_MEDIA,
+            f"this stream carries one {modality} track; the offer has {len(other)} "
+            f"{modality} sections",
             expected=modality,
             offered=other,
         )
@@ -159,6 +277,21 @@ def check_media(offer: Offer, mode: Mode, modality: Modality) -> None:
         )
 
 
+def media_sections(modality: Modality) -> int:
+    """How many media sections an offer for ``modality`` may have: its tracks' sections
+    plus the data channel."""
+    return 2
+
+
 def answer_reply(sdp: str) -> dict[str, Any]:
     """The success reply for the browser."""
     return {"sdp": sdp, "type": "answer"}
+
+
+def log_tag(webrtc_id: str) -> str:
+    """What logs and thread names call a connection: a short digest of its ``webrtc_id``.
+
+    The id itself is what a browser presents to feed or read its connection, so it is kept
+    out of logs; the digest still tells one connection's lines from another's.
+    """
+    return "c" + hashlib.sha256(webrtc_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]

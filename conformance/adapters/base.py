@@ -98,6 +98,7 @@ class Scenario:
         constructor_time_limit: ``WebRTC(time_limit=...)``.
         concurrency_limit: ``stream(concurrency_limit=...)``; ``"default"`` passes nothing.
         components: how many WebRTC components (each with its own stream).
+        show_error: ``launch(show_error=...)`` of the app.
     """
 
     mode: Mode
@@ -112,6 +113,7 @@ class Scenario:
     constructor_time_limit: float | None = None
     concurrency_limit: int | Literal["default"] | None = "default"
     components: int = 1
+    show_error: bool = True
 
     @property
     def needs(self) -> frozenset[str]:
@@ -207,7 +209,7 @@ class Adapter(ABC):
         with _LAUNCH_LOCK:  # Gradio's Blocks context is process-global: build one at a time
             _ensure_event_loop()
             blocks, streams = self.build(scenario)
-        with launched(blocks) as url:
+        with launched(blocks, show_error=scenario.show_error) as url:
             yield Served(
                 url=url,
                 scenario=scenario,
@@ -355,7 +357,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextlib.contextmanager
-def launched(blocks: Any, host: str = "127.0.0.1") -> Iterator[str]:
+def launched(blocks: Any, host: str = "127.0.0.1", *, show_error: bool = True) -> Iterator[str]:
     """Launch ``blocks`` on a free loopback port in this process; yield its URL; close it."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     with _LAUNCH_LOCK:
@@ -367,7 +369,7 @@ def launched(blocks: Any, host: str = "127.0.0.1") -> Iterator[str]:
                     server_port=port,
                     prevent_thread_lock=True,
                     quiet=True,
-                    show_error=True,
+                    show_error=show_error,
                 )
                 break
             except OSError:

@@ -28,6 +28,9 @@ line per command line on stdin:
 - ``{"cmd": "markers"}`` -> ``{"markers": [[sent_sample, receive_time], ...]}``: the
   ``fixtures.timestamps`` markers found in the audio ``echo-timed`` received since the last
   call, each with the ``time.time()`` of the ``receive`` call holding its first sample;
+- ``{"cmd": "stall"}`` -> ``{"stall_s": seconds or null}``: the longest the server's event
+  loop was late (blocked) since the last call, measured by a 5 ms timer started on that
+  loop by the first offer (``null`` before any offer);
 - ``{"cmd": "quit"}`` (or end of stdin): close the app and exit.
 
 Everything listens on 127.0.0.1 and every peer gathers ICE on loopback only.
@@ -177,6 +180,47 @@ MODALITY: dict[str, Literal["audio", "video"]] = {
 }
 
 
+class LoopStallMonitor:
+    """A timer on the server's event loop every ``period`` s; remembers how late it ran.
+
+    Started (once) from the ``offer`` server function, which runs on the loop that serves
+    signalling and, in every implementation here, the peer connections.
+    """
+
+    def __init__(self, period: float = 0.005) -> None:
+        self.period = period
+        self._lock = threading.Lock()
+        self._worst: float | None = None
+        self._started = False
+
+    def start(self) -> None:
+        import asyncio
+
+        if self._started:
+            return
+        self._started = True
+        loop = asyncio.get_running_loop()
+
+        def tick(expected: float) -> None:
+            late = loop.time() - expected
+            with self._lock:
+                self._worst = late if self._worst is None else max(self._worst, late)
+            loop.call_at(expected + self.period, tick, expected + self.period)
+
+        loop.call_soon(tick, loop.time())
+
+    def take(self) -> float | None:
+        """The worst lateness since the last call (and reset it)."""
+        with self._lock:
+            worst = self._worst
+            if self._started:
+                self._worst = 0.0
+            return worst
+
+
+STALLS = LoopStallMonitor()
+
+
 def _time_offers(webrtc_cls: type) -> None:
     """Wrap ``webrtc_cls.offer`` (the ``offer`` server function) to time it."""
     original = webrtc_cls.offer  # type: ignore[attr-defined]
@@ -184,10 +228,13 @@ def _time_offers(webrtc_cls: type) -> None:
         return
 
     @functools.wraps(original)
-    async def offer(self: Any, body: Any) -> Any:
+    async def offer(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # the original's signature (functools.wraps) decides what Gradio passes (the
+        # request, where the implementation asks for it); pass all of it through
+        STALLS.start()
         start = time.perf_counter()
         try:
-            return await original(self, body)
+            return await original(self, *args, **kwargs)
         finally:
             OFFER_TIMES.append(time.perf_counter() - start)
 
@@ -268,6 +315,8 @@ def serve(impl: str, out: TextIO) -> None:
                     _answer(out, {"offers": times})
                 elif command == "markers":
                     _answer(out, {"markers": markers(RECORDER.take())})
+                elif command == "stall":
+                    _answer(out, {"stall_s": STALLS.take()})
                 else:
                     _answer(out, {"error": f"unknown command {command!r}"})
 

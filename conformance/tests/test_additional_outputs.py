@@ -242,3 +242,55 @@ def test_outputs_stay_with_their_connection(output_sessions: Recordings) -> None
         )
         foreign = [v for v in values if v != [[peer.inputs[0]]]]
         assert not foreign, f"client {peer.inputs[0]} got another user's outputs: {foreign[:3]}"
+
+
+@pytest.mark.requirement("OUT-007")
+async def test_a_slow_outputs_fn_delays_no_other_session(adapter: Adapter) -> None:
+    """One session's slow on_additional_outputs function does not delay another session's
+    updates: while it takes 2 s per item for one session, another session's outputs reach
+    that session within 1 s of being yielded."""
+    from conformance.wire import serving
+
+    def tagged(api: Api) -> Any:
+        counts: dict[str, int] = {}
+
+        def detect(frame: np.ndarray, who: str) -> Any:
+            counts[who] = counts.get(who, 0) + 1
+            if counts[who] % 10:
+                return None
+            return api.AdditionalOutputs([who, time.time()])
+
+        return detect
+
+    def on_outputs(item: Any) -> Any:
+        if item[0] == "slow":
+            time.sleep(2.0)
+        return item
+
+    scenario = Scenario(
+        "send",
+        "video",
+        tagged,
+        inputs=(Input("nobody", "text"),),
+        outputs=1,
+        on_outputs=on_outputs,
+        concurrency_limit=MANY,
+    )
+    async with serving(adapter, scenario) as wire:
+        slow = wire.peer(send=barcode(), inputs=["slow"])
+        fast = wire.peer(send=barcode(), inputs=["fast"])
+        for peer in (slow, fast):
+            await peer.connect_ok()
+        # the slow session's fn is busy from its first item on
+        await eventually(lambda: len(slow.outputs) >= 1, 10.0)
+        since = time.time()
+        await eventually(lambda: sum(u.t > since for u in fast.outputs) >= 6, 8.0)
+        late = [
+            round(update.t - value[1], 2)
+            for update in fast.outputs
+            if update.t > since
+            for value in update.values
+            if isinstance(value, list) and value[0] == "fast"
+        ]
+        assert len(late) >= 6, f"the fast session got {len(late)} updates: {fast.outputs[:3]}"
+        assert max(late) <= 1.0, f"the fast session's updates arrived up to {max(late)} s late"

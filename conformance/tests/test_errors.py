@@ -204,3 +204,39 @@ async def test_failing_copy_fails_the_offer(adapter: Adapter) -> None:
         assert isinstance(reply.body, dict) and reply.body.get("status") == "failed", (
             f"the offer was not refused: {str(reply.body)[:120]}"
         )
+
+
+@pytest.mark.requirement("ERR-007")
+async def test_exception_texts_stay_on_the_server(
+    adapter: Adapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unless the app is launched with show_error=True, the client's error message does not
+    contain the exception's text, and carries a token that the server's log record with
+    the traceback also carries."""
+    import logging
+    import re
+
+    secret = "token=s3cr3t-value at /srv/app/model.bin"
+
+    def fragile(image: np.ndarray) -> np.ndarray:
+        raise RuntimeError(secret)
+
+    scenario = Scenario("send-receive", "video", lambda api: fragile, show_error=False)
+    with caplog.at_level(logging.ERROR):
+        async with serving(adapter, scenario) as wire:
+            peer = wire.peer(send=barcode())
+            await peer.connect_ok()
+            await eventually(lambda: bool(errors_of(peer)), 6.0)
+            await peer.close()
+    errors = errors_of(peer)
+    assert errors, "no error message reached the client"
+    assert not [e for e in errors if "s3cr3t" in e or "/srv/app" in e], (
+        f"the exception's text reached the client: {errors}"
+    )
+    with_traceback = [r for r in caplog.records if r.exc_info and secret in str(r.exc_info[1])]
+    assert with_traceback, "the server did not log the exception with its traceback"
+    tokens = set(re.findall(r"[0-9A-Za-z]{6,}", errors[0]))
+    logged = " ".join(r.getMessage() for r in with_traceback)
+    assert any(token in logged and any(c.isdigit() for c in token) for token in tokens), (
+        f"no token of the client's message {errors[0]!r} appears in the log record {logged!r}"
+    )

@@ -348,3 +348,51 @@ def test_input_rate_and_layout_are_honoured(
 
     example()
     assert not failures, "; ".join(failures)
+
+
+@pytest.mark.requirement("HND-009")
+async def test_slow_copy_and_shutdown_disturb_no_other_connection(adapter: Adapter) -> None:
+    """A StreamHandler whose copy() and shutdown() block for 1 s does not disturb other
+    connections: a live echo session's audio shows no gap over 50 ms while another client
+    connects and leaves."""
+    from conformance.helpers import audio_gap, echo_handler
+    from conformance.wire import scaled, serving
+    from fixtures.tracks import ToneAudioTrack
+
+    probe = Probe()
+
+    def slow_echo(api: Api) -> Any:
+        base = type(echo_handler(api))
+
+        class SlowSetupEcho(base):  # type: ignore[valid-type,misc]
+            def copy(self) -> Any:
+                time.sleep(1.0)
+                probe.bump("copy")
+                return SlowSetupEcho()
+
+            def shutdown(self) -> None:
+                time.sleep(1.0)
+                probe.bump("shutdown")
+
+        return SlowSetupEcho()
+
+    scenario = Scenario("send-receive", "audio", slow_echo, concurrency_limit=4)
+    async with serving(adapter, scenario) as wire:
+        live = wire.peer(send=ToneAudioTrack(440.0))
+        await live.connect_ok()
+        recorder = await live.wait_remote()
+        assert await recorder.wait_for_samples(48000, 5.0), "the live session gets no audio"
+        started = time.time()
+        visitor = wire.peer(send=ToneAudioTrack(440.0))
+        await visitor.connect_ok()
+        await visitor.close(stop_message=True)
+        await eventually(lambda: probe.count("shutdown") >= 1, 8.0)
+        ended = time.time() + 0.3
+        await eventually(lambda: time.time() > ended, 2.0)
+        assert probe.count("copy") >= 2, "copy() was not called for the second client"
+        assert probe.count("shutdown") >= 1, "shutdown() never ran after the visitor left"
+        gap = audio_gap(recorder, started, ended)
+        assert gap <= scaled(0.05), (
+            f"the live session's audio stopped for {gap * 1000:.0f} ms while another "
+            "connection's copy() or shutdown() ran"
+        )

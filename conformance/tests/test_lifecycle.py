@@ -3,6 +3,7 @@ the end of receive streams, leaks, and isolation between connections."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -187,3 +188,51 @@ async def test_inputs_stay_with_their_connection(adapter: Adapter) -> None:
             assert not [m for m in marks if abs(m - other) < 12], (
                 f"client {mine} got frames processed with the other client's input {other}"
             )
+
+
+@pytest.mark.requirement("LIFE-007")
+async def test_a_connection_belongs_to_the_session_that_offered_it(adapter: Adapter) -> None:
+    """Another session's tick carrying a connection's webrtc_id does not change its inputs,
+    and another session's state_change carrying the id drains none of its outputs; the
+    owner still receives its outputs."""
+    probe = Probe()
+
+    def handler(api: Any) -> Any:
+        counter = {"n": 0}
+
+        def mark(frame: Any, level: Any = 0) -> Any:
+            counter["n"] += 1
+            probe.add("level", (time.time(), level))
+            if counter["n"] % 3:
+                return frame
+            return frame, api.AdditionalOutputs(counter["n"])
+
+        return mark
+
+    scenario = Scenario(
+        "send-receive", "video", handler, inputs=(Input(0),), outputs=1, concurrency_limit=MANY
+    )
+    async with serving(adapter, scenario) as wire:
+        owner = wire.peer(send=barcode(), inputs=[60])
+        await owner.connect_ok()
+        await owner.wait_remote()
+        await eventually(lambda: len(owner.outputs) >= 2, 8.0)
+        intruder = wire.peer(webrtc_id=owner.webrtc_id, inputs=[200])
+        since = time.time()
+        for _ in range(8):
+            await intruder.tick()
+            done = await intruder.pull_outputs()
+            if done is not None:
+                await asyncio.wait_for(asyncio.shield(done), 10.0)
+        last = time.time()
+        # ticks go through Gradio's queue: let the last ones land, then watch 15 frames
+        before = len(owner.outputs)
+        await eventually(lambda: sum(t > last + 0.3 for t, _ in probe.get("level")) >= 15, 8.0)
+        await eventually(lambda: len(owner.outputs) >= before + 2, 8.0)
+        levels = [level for t, level in probe.get("level") if t > since]
+        assert levels, "the owner's fn stopped running"
+        assert 200 not in levels, "another session's tick changed the connection's input"
+        assert intruder.outputs == [], (
+            f"another session drained the connection's outputs: {intruder.outputs[:3]}"
+        )
+        assert len(owner.outputs) >= before + 2, "the owner stopped receiving its outputs"

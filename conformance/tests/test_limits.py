@@ -199,3 +199,25 @@ async def test_abandoned_offer_frees_its_slot(adapter: Adapter, abandoned_offer:
     else:
         held = await asyncio.to_thread(abandoned_offer.outcome, 45.0)
     assert held <= 35.0, f"the abandoned offer held its slot for {held:.1f} s"
+
+
+@pytest.mark.requirement("LIM-009")
+async def test_an_abandoned_offer_does_not_lock_its_session_out(adapter: Adapter) -> None:
+    """With concurrency_limit=1, a session whose answered offer never connected (the page
+    gave up) is admitted at once when it offers again with a new webrtc_id."""
+    from conformance.helpers import echo_handler
+    from fixtures.tracks import ToneAudioTrack
+
+    scenario = Scenario("send-receive", "audio", echo_handler, concurrency_limit=1)
+    async with serving(adapter, scenario) as wire:
+        abandoned = wire.peer(send=ToneAudioTrack(440.0))
+        reply = await wire.offer(
+            await abandoned.offer_body(), session_hash=abandoned.session.session_hash
+        )
+        assert reply.status == 200 and isinstance(reply.body, dict), reply
+        assert reply.body.get("type") == "answer", f"the first offer failed: {reply.body!r}"
+        # the answer is never applied: the page gave up before connecting
+        again = wire.peer(send=ToneAudioTrack(440.0), session=abandoned.session)
+        retry = await again.connect()
+        assert again.answered, f"the session's next offer was refused: {retry.body!r}"
+        await again.wait_connected(5.0)

@@ -24,12 +24,14 @@ from conformance.adapters import Adapter, Api, Input, Scenario, Served
 from conformance.helpers import (
     MANY,
     Probe,
+    audio_gap,
+    echo_handler,
     frames_generator,
     marker_fn,
     recording_handler,
     run_async,
 )
-from conformance.wire import END, Wire, eventually, parse_json, serving, wait_for
+from conformance.wire import END, Wire, eventually, parse_json, scaled, serving, wait_for
 
 #: Error codes docs/protocol.md documents for ``meta.error``.
 DOCUMENTED_CODES = {
@@ -40,6 +42,8 @@ DOCUMENTED_CODES = {
     "not_configured",
     "handler_error",
     "internal_error",
+    "offer_too_large",
+    "too_many_pending_offers",
 }
 
 
@@ -251,6 +255,23 @@ def offer_sdp() -> str:
     return run_async(make())
 
 
+@pytest.fixture(scope="module")
+def audio_offer_sdp() -> str:
+    """A real offer SDP (audio + data channel) to mutate."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    async def make() -> str:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.createDataChannel("text")
+        pc.addTrack(tone_track())
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        return sdp
+
+    return run_async(make())
+
+
 def malformed_bodies(sdp: str) -> st.SearchStrategy[Any]:
     valid = {"sdp": sdp, "type": "offer", "webrtc_id": "abc123"}
     non_string = st.one_of(st.none(), st.integers(), st.booleans(), st.just([]), st.just({}))
@@ -324,14 +345,14 @@ def test_malformed_offers_get_invalid_offer(apps: dict[str, Served], offer_sdp: 
 
 @pytest.mark.requirement("SIG-009")
 async def test_duplicate_webrtc_id_is_refused(apps: dict[str, Served]) -> None:
-    """An offer whose webrtc_id belongs to a live connection is refused
-    (connection_already_exists) and the live connection is unaffected."""
+    """An offer whose webrtc_id its own session already uses for a live connection is
+    refused (connection_already_exists) and the live connection is unaffected."""
     async with wire_of(apps["send-receive"]) as wire:
         first = wire.peer(send=barcode(), webrtc_id="same-id-for-two")
         await first.connect_ok()
         recorder = await first.wait_remote()
         await eventually(lambda: len(recorder.frames) >= 5, 5.0)
-        second = wire.peer(send=barcode(), webrtc_id="same-id-for-two")
+        second = wire.peer(send=barcode(), webrtc_id="same-id-for-two", session=first.session)
         reply = await second.connect()
         assert failed(reply), f"the duplicate id was accepted: {str(reply.body)[:80]}"
         assert (reply.body.get("meta") or {}).get("error") == "connection_already_exists"
@@ -493,3 +514,179 @@ async def test_stop_message_frees_the_slot(adapter: Adapter) -> None:
 
         await wait_for(try_again, 2.0, "a new client to be admitted after {'type': 'stop'}")
         assert time.time() - stopped <= 2.5, "the slot was freed too late"
+
+
+# -- hostile offers and sessions ------------------------------------------------------------------
+
+#: What a conforming server replies to each hostile class (docs/protocol.md §2).
+HOSTILE_CODES = {
+    "many_sections": ("unsupported_media", "offer_too_large"),
+    "padded": ("offer_too_large",),
+    "no_ice": ("invalid_offer",),
+    "no_fingerprint": ("invalid_offer",),
+    "foreign_kind": ("unsupported_media",),
+    "duplicate_kind": ("unsupported_media",),
+    "duplicate_mid": ("invalid_offer",),
+    "no_channel": ("invalid_offer",),
+}
+#: The longest a refusal may take, and the longest gap allowed in a live session's audio.
+HOSTILE_REPLY_S = 0.100
+LIVE_GAP_S = 0.050
+
+
+def hostile_bodies(sdp: str) -> Any:
+    """Offer bodies built from a real offer, each broken in one way (fixtures.offers)."""
+    from fixtures.offers import BAD_IDS, CLASSES, hostile_offer
+
+    def body(kind: str, n: int = 0) -> tuple[str, dict[str, str]]:
+        text = hostile_offer(sdp, kind, n)
+        return kind, {"sdp": text, "type": "offer", "webrtc_id": f"h{abs(hash(text)) % 10**9}"}
+
+    others = [kind for kind in CLASSES if kind not in ("many_sections", "padded")]
+    ids = st.one_of(
+        st.sampled_from(BAD_IDS),
+        st.text(min_size=1, max_size=300).filter(lambda t: not t.isascii() or " " in t),
+    )
+    return st.one_of(
+        st.integers(3, 3000).map(lambda n: body("many_sections", n)),
+        st.integers(64 * 1024 + 1, 3_000_000).map(lambda n: body("padded", n)),
+        st.sampled_from(others).map(body),
+        ids.map(lambda i: ("bad_id", {"sdp": sdp, "type": "offer", "webrtc_id": i})),
+    )
+
+
+def post_offer(client: httpx.Client, served: Served, body: Any, session: str) -> Any:
+    reply = client.post(
+        "/gradio_api/component_server/",
+        json={
+            "component_id": served.streams[0].webrtc,
+            "fn_name": "offer",
+            "data": body,
+            "session_hash": session,
+        },
+    )
+    try:
+        return reply.status_code, reply.json()
+    except ValueError:
+        return reply.status_code, reply.text
+
+
+@pytest.mark.requirement("SIG-019")
+async def test_hostile_offers_are_refused_fast_and_stall_nobody(
+    adapter: Adapter, audio_offer_sdp: str
+) -> None:
+    """Well-formed but unusable offers (fixtures.offers: thousands of media sections, padded
+    past 64 KiB, no ICE credentials or fingerprint, media of the other kind or twice,
+    repeated mids, no data channel, bad ids) each get a failure reply within 100 ms, hold no
+    slot, and leave a live echo session's audio without a gap over 50 ms."""
+    from fixtures.tracks import ToneAudioTrack
+
+    scenario = Scenario("send-receive", "audio", echo_handler, concurrency_limit=2)
+    async with serving(adapter, scenario) as wire:
+        live = wire.peer(send=ToneAudioTrack(440.0))
+        await live.connect_ok()
+        recorder = await live.wait_remote()
+        assert await recorder.wait_for_samples(48000, 5.0), "the live session gets no audio"
+        served = wire.served
+        cases: list[tuple[str, dict[str, str]]] = []
+
+        # The cases are drawn first, so that drawing them (hypothesis' own start-up is
+        # slow) is not charged to the server; then they are posted in one burst.
+        @settings(
+            max_examples=30,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=hostile_bodies(audio_offer_sdp))
+        def draw(case: tuple[str, dict[str, str]]) -> None:
+            cases.append(case)
+
+        await asyncio.to_thread(draw)
+        # an offer aiortc would stall on, last: the slot must be free right after
+        cases.append(("no_ice", hostile_bodies_last(audio_offer_sdp)))
+        problems: list[str] = []
+        replies: list[tuple[str, float]] = []
+
+        window: list[float] = []
+
+        def burst() -> None:
+            # everything client-side that is slow (the HTTP client's TLS set-up, the
+            # first connection) happens here, off the loop that receives the live audio,
+            # and before the measured window
+            with httpx.Client(base_url=served.url, timeout=10) as client:
+                post_offer(client, served, {}, "warm-up")
+                window.append(time.time())
+                for kind, body in cases:
+                    posted = time.monotonic()
+                    status, reply = post_offer(client, served, body, "hostile")
+                    elapsed = time.monotonic() - posted
+                    replies.append((kind, elapsed))
+                    if status != 200 or not (
+                        isinstance(reply, dict) and reply.get("status") == "failed"
+                    ):
+                        problems.append(f"{kind}: HTTP {status}, {str(reply)[:80]}")
+                    elif elapsed > scaled(HOSTILE_REPLY_S):
+                        problems.append(f"{kind}: refused after {elapsed * 1000:.0f} ms")
+                window.append(time.time())
+
+        await asyncio.to_thread(burst)
+        started, ended = window
+        user = wire.peer(send=ToneAudioTrack(440.0))
+        reply = await user.connect()
+        assert user.answered, f"a real client right after the burst was refused: {reply.body!r}"
+        gap = audio_gap(recorder, started, ended)
+        assert not problems, f"{len(problems)} of {len(replies)}: " + "; ".join(problems[:5])
+        assert gap <= scaled(LIVE_GAP_S), (
+            f"the live session's audio stopped for {gap * 1000:.0f} ms during the burst"
+        )
+
+
+def hostile_bodies_last(sdp: str) -> dict[str, str]:
+    from fixtures.offers import hostile_offer
+
+    return {"sdp": hostile_offer(sdp, "no_ice"), "type": "offer", "webrtc_id": "lastnoice"}
+
+
+@pytest.mark.requirement("SIG-020")
+@pytest.mark.parametrize("kind", sorted(HOSTILE_CODES))
+async def test_hostile_offers_get_a_code_that_names_the_problem(
+    apps: dict[str, Served], offer_sdp: str, kind: str
+) -> None:
+    """The failure reply to each hostile class names the problem with a documented code:
+    offer_too_large (SDP over 64 KiB), unsupported_media (media the stream does not take),
+    invalid_offer (no ICE credentials, fingerprint or data channel; repeated mids)."""
+    from fixtures.offers import hostile_offer
+
+    n = {"many_sections": 3, "padded": 64 * 1024 + 1}.get(kind, 0)
+    body = {"sdp": hostile_offer(offer_sdp, kind, n), "type": "offer", "webrtc_id": f"k{kind}"}
+    async with wire_of(apps["send-receive"]) as wire:
+        reply = await wire.offer(body)
+    assert failed(reply), f"HTTP {reply.status}: {str(reply.body)[:120]}"
+    code = (reply.body.get("meta") or {}).get("error")
+    assert code in HOSTILE_CODES[kind], f"{kind} got {code!r}; expected {HOSTILE_CODES[kind]}"
+
+
+@pytest.mark.requirement("SIG-021")
+async def test_another_sessions_id_is_refused_without_confirming_it(
+    apps: dict[str, Served],
+) -> None:
+    """An offer from another session that reuses a live connection's webrtc_id is refused
+    without confirming the id is live (not connection_already_exists), and the live
+    connection keeps streaming."""
+    async with wire_of(apps["send-receive"]) as wire:
+        first = wire.peer(send=barcode())
+        await first.connect_ok()
+        recorder = await first.wait_remote()
+        await eventually(lambda: len(recorder.frames) >= 5, 5.0)
+        intruder = wire.peer(send=barcode(), webrtc_id=first.webrtc_id)
+        reply = await intruder.connect()
+        assert failed(reply), f"the reused id was accepted: {str(reply.body)[:80]}"
+        code = (reply.body.get("meta") or {}).get("error")
+        assert code != "connection_already_exists", "the reply confirms that the id is live"
+        after = time.time()
+        assert await eventually(
+            lambda: sum(f.arrival > after + 0.5 for f in recorder.frames) >= 10, 4.0
+        ), "the first connection stopped streaming after the intruder's offer"

@@ -283,6 +283,7 @@ async def replay_through_runtime(scenario: Any, *, offset_s: float = 0.0) -> Run
 
     class Hooks:
         webrtc_id = f"bench-{scenario.name}"
+        tag = webrtc_id
 
         def request_inputs(self) -> None:
             pass
@@ -299,6 +300,10 @@ async def replay_through_runtime(scenario: Any, *, offset_s: float = 0.0) -> Run
 
         def user_error(self, where: str, exc: BaseException) -> None:
             errors.append(f"{where}: {type(exc).__name__}: {exc}")
+
+        def report_error(self, where: str, exc: BaseException) -> str:
+            self.user_error(where, exc)
+            return errors[-1]
 
     def reply(audio: tuple[int, np.ndarray]) -> Any:
         yield (24000, tone.reshape(1, -1))

@@ -41,7 +41,7 @@ from webrtc_ref.component import (
     static_asset,
 )
 from webrtc_ref.handlers import StreamHandler
-from webrtc_ref.outputs import AdditionalOutputs
+from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.server import StreamServer
 from webrtc_ref.testing import TIMEOUT_SCALE, launched
 
@@ -519,28 +519,32 @@ def test_stream_twice_replaces_the_server() -> None:
     assert first is not second
     for name, server in (("first", first), ("second", second)):
         server.set_input = (  # type: ignore[union-attr, method-assign]
-            lambda webrtc_id, args, name=name: calls.append((name, webrtc_id, args))
+            lambda webrtc_id, args, name=name, owner=None: calls.append((name, webrtc_id, args))
         )
     old_tick, new_tick = listeners(demo, w, "tick")
-    old_tick.fn("id1", 0.5)
+    old_tick.fn(None, "id1", 0.5)
     assert calls == []
-    new_tick.fn("id1")
+    new_tick.fn(None, "id1")
     assert calls == [("second", "id1", [])]
 
 
 def test_set_input_forwards_and_ignores_non_ids() -> None:
-    """A5.4: ``set_input(webrtc_id, *args)`` -> ``server.set_input(id, list(args))``."""
-    calls: list[tuple[str, list[Any]]] = []
+    """A5.4: the tick listener ``(request, webrtc_id, *args)`` -> ``server.set_input(id,
+    list(args), owner=<the request's session>)``; values that are not ids are ignored."""
+    calls: list[tuple[str, list[Any], str | None]] = []
     w = WebRTC()
     w.set_input("abc", 1)  # no stream yet: ignored
-    with gr.Blocks():
+    with gr.Blocks() as demo:
         w = WebRTC()
-        w.stream(video_fn, inputs=[w], outputs=[w])
-    w.stream_server.set_input = lambda i, a: calls.append((i, a))  # type: ignore[union-attr, method-assign]
-    for not_an_id in (None, "", START_SENTINEL, 5):
-        w.set_input(not_an_id, 1)  # type: ignore[arg-type]
-    w.set_input("abc", 1, "x")
-    assert calls == [("abc", [1, "x"])]
+        w.stream(video_fn, inputs=[w, gr.Number()], outputs=[w])
+    w.stream_server.set_input = lambda i, a, owner=None: calls.append((i, a, owner))  # type: ignore[union-attr, method-assign]
+    (tick,) = listeners(demo, w, "tick")
+    for not_an_id in (None, "", 5):
+        tick.fn(None, not_an_id, 1)
+    tick.fn(gr.Request(session_hash="s1"), "abc", 1)
+    tick.fn(None, "abc", 2)
+    assert calls == [("abc", [1], "s1"), ("abc", [2], None)]
+    calls.clear()
 
 
 # ---------------------------------------------------------------------------- offer
@@ -581,13 +585,14 @@ async def test_offer_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
         w = WebRTC()
         w.stream(video_fn, inputs=[w], outputs=[w])
 
-    async def broken(body: Any) -> dict[str, Any]:
-        raise RuntimeError("bug")
+    async def broken(body: Any, client: Any = None) -> dict[str, Any]:
+        raise RuntimeError("bug at /srv/secret")
 
     monkeypatch.setattr(w.stream_server, "offer", broken)
     reply = await w.offer({})
     assert reply["meta"]["error"] == "internal_error"
-    assert "bug" in reply["meta"]["message"]
+    assert "error id" in reply["meta"]["message"]
+    assert "secret" not in reply["meta"]["message"], "an internal error's text reached the client"
 
 
 def test_rebuilt_component_finds_the_stream() -> None:
@@ -607,17 +612,16 @@ def test_rebuilt_component_finds_the_stream() -> None:
 
 
 class FakeServer:
-    """Stands in for StreamServer.pop_additional_outputs."""
+    """Stands in for StreamServer.outputs_of: one real OutputQueue per id, owner None."""
 
     def __init__(self) -> None:
-        self.queues: dict[str, list[AdditionalOutputs]] = {}
+        self.queues: dict[str, OutputQueue] = {}
 
     def push(self, webrtc_id: str, *values: Any) -> None:
-        self.queues.setdefault(webrtc_id, []).append(AdditionalOutputs(*values))
+        self.queues.setdefault(webrtc_id, OutputQueue()).put(AdditionalOutputs(*values))
 
-    def pop_additional_outputs(self, webrtc_id: str) -> AdditionalOutputs | None:
-        queue = self.queues.get(webrtc_id)
-        return queue.pop(0) if queue else None
+    def outputs_of(self, webrtc_id: str, *, owner: str | None = None) -> OutputQueue | None:
+        return self.queues.get(webrtc_id) if owner is None else None
 
 
 def outputs_app(
@@ -655,7 +659,7 @@ def test_additional_outputs_registration() -> None:
 def test_additional_outputs_empty_queue_skips(n_outputs: int) -> None:
     """B13 fixed: nothing pending (or an unknown id, or no stream) -> gr.skip(), never None."""
     _, w, _, handler, _, _ = outputs_app(lambda *a: a[0] if len(a) == 1 else a, 0, n_outputs)
-    result = handler.fn("nobody")
+    result = handler.fn(None, "nobody")
     if n_outputs == 0:
         assert result is None
     elif n_outputs == 1:
@@ -663,7 +667,7 @@ def test_additional_outputs_empty_queue_skips(n_outputs: int) -> None:
     else:
         assert result == (gr.skip(), gr.skip())
     w._server = None
-    assert handler.fn("nobody") == result
+    assert handler.fn(None, "nobody") == result
 
 
 def test_additional_outputs_each_item_once_in_order() -> None:
@@ -678,9 +682,9 @@ def test_additional_outputs_each_item_once_in_order() -> None:
     for i in range(3):
         fake.push("id", i, -i)
     fake.push("other", 99, 99)
-    assert handler.fn("id", "E") == (2, -2)
+    assert handler.fn(None, "id", "E") == (2, -2)
     assert calls == [("E", 0, 0), ("E", 1, -1), ("E", 2, -2)]
-    assert handler.fn("id", "E") == (gr.skip(), gr.skip())
+    assert handler.fn(None, "id", "E") == (gr.skip(), gr.skip())
     assert len(calls) == 3
 
 
@@ -689,7 +693,7 @@ def test_additional_outputs_thread_outputs_into_inputs() -> None:
     _, _, fake, handler, _, _ = outputs_app(lambda log, x: [*log, x], 1, 1, overlap=True)
     for i in range(4):
         fake.push("id", i)
-    assert handler.fn("id", ["start"]) == ["start", 0, 1, 2, 3]
+    assert handler.fn(None, "id", ["start"]) == ["start", 0, 1, 2, 3]
 
 
 def test_additional_outputs_merge_skips_and_updates() -> None:
@@ -697,13 +701,13 @@ def test_additional_outputs_merge_skips_and_updates() -> None:
     _, _, fake, handler, _, _ = outputs_app(lambda x: next(results), 0, 2)
     for i in range(3):
         fake.push("id", i)
-    first, second = handler.fn("id")
+    first, second = handler.fn(None, "id")
     assert first == "a"
     assert second == "z"
     results = iter([("a", "b"), (gr.skip(), gr.update(visible=False))])
     for i in range(2):
         fake.push("id", i)
-    assert handler.fn("id") == ("a", {"__type__": "update", "visible": False, "value": "b"})
+    assert handler.fn(None, "id") == ("a", {"__type__": "update", "visible": False, "value": "b"})
 
 
 async def test_additional_outputs_async_fn() -> None:
@@ -713,7 +717,7 @@ async def test_additional_outputs_async_fn() -> None:
     _, _, fake, handler, _, _ = outputs_app(fn, 0, 1)
     fake.push("id", 1)
     fake.push("id", 2)
-    assert await handler.fn("id") == 20
+    assert await handler.fn(None, "id") == 20
 
 
 def test_additional_outputs_validation() -> None:
@@ -744,7 +748,7 @@ def test_additional_outputs_never_lose_or_reorder() -> None:
             for _ in range(burst):
                 fake.push("id", sent)
                 sent += 1
-            result = handler.fn("id", list(ui))
+            result = handler.fn(None, "id", list(ui))
             if result != gr.skip():
                 ui = result
         assert ui == list(range(sent))
@@ -765,7 +769,7 @@ def test_additional_outputs_handler_is_thread_safe() -> None:
     _, _, fake, handler, _, _ = outputs_app(fn, 0, 1)
     for i in range(500):
         fake.push("id", i)
-    threads = [threading.Thread(target=handler.fn, args=("id",)) for _ in range(8)]
+    threads = [threading.Thread(target=handler.fn, args=(None, "id")) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:

@@ -79,6 +79,13 @@ class FakeContext:
     def clear_output(self) -> None:
         self.clears.append(time.monotonic())
 
+    def report_error(self, where: str, exc: BaseException) -> str:
+        """As the runtime does for an app launched with show_error=True."""
+        logging.getLogger("webrtc_ref.fake_context").error("error in %s", where, exc_info=exc)
+        message = f"{type(exc).__name__}: {exc}"
+        self.send_message({"type": "error", "message": message})
+        return message
+
     def errors(self) -> list[str]:
         return [m["message"] for m in self.messages if m.get("type") == "error"]
 
@@ -413,7 +420,7 @@ def test_a_failing_detector_is_reported_once_and_never_hangs(mode: str) -> None:
     handler = ReplyOnPause(_gen, AlgoOptions(mode=mode), model=_BrokenModel())
     result = drive(handler, scenario("speech_then_silence").audio)
     assert result.turns == []
-    assert result.context.errors() == ["pause detection failed: RuntimeError: kaput"]
+    assert result.context.errors() == ["RuntimeError: kaput"]
     assert handler.emit() is None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -233,12 +234,16 @@ async def test_video_receive_streams_generated_frames(servers: Any, peers: Any) 
 # -- errors and isolation (B1, B2, B4) ------------------------------------------------
 
 
+@pytest.mark.parametrize("show_error", [True, False])
 async def test_handler_exception_surfaces_and_others_keep_streaming(
-    servers: Any, peers: Any, caplog: pytest.LogCaptureFixture
+    servers: Any, peers: Any, caplog: pytest.LogCaptureFixture, show_error: bool
 ) -> None:
+    """The error reaches the browser: its text when the app shows errors, otherwise a
+    generic message whose error id is on the server's log line with the traceback."""
+
     def fragile(frame: np.ndarray, explode: bool) -> np.ndarray:
         if explode:
-            raise RuntimeError("model exploded")
+            raise RuntimeError("model exploded at /secret/path?token=abc")
         return frame
 
     server = servers(
@@ -247,16 +252,27 @@ async def test_handler_exception_surfaces_and_others_keep_streaming(
         handler=fragile,
         has_inputs=True,
         concurrency_limit=2,
+        show_error=lambda: show_error,
     )
     bad, good = peers(send=BarcodeVideoTrack(320, 240)), peers(send=BarcodeVideoTrack(320, 240))
     for peer in (bad, good):
         assert (await peer.connect(server.offer))["type"] == "answer"
     server.set_input(good.webrtc_id, [False])
     server.set_input(bad.webrtc_id, [True])
-    await bad.wait_message(lambda m: "model exploded" in m, 10, "the error message")
-    assert {"type": "error", "message": "RuntimeError: model exploded"} in bad.json_messages()
+    await bad.wait_message(lambda m: '"error"' in m, 10, "the error message")
+    (error,) = [m for m in bad.json_messages() if m.get("type") == "error"]
+    if show_error:
+        assert error["message"] == "RuntimeError: model exploded at /secret/path?token=abc"
+    else:
+        text = str(error["message"])
+        assert "secret" not in text and "exploded" not in text, text
+        match = re.search(r"error id ([0-9a-f]{8})", text)
+        assert match, text
+        (record,) = [r for r in caplog.records if match.group(1) in r.getMessage()]
+        assert record.exc_info and "model exploded" in str(record.exc_info[1])
     await async_wait_until(lambda: server.connection(bad.webrtc_id) is None, 10, "cleanup")
     assert "model exploded" in caplog.text and "Traceback" in caplog.text
+    assert bad.webrtc_id not in caplog.text, "the connection's id was logged"
     ids = [i for i in await collect_ids(await good.wait_remote(), 30) if i is not None]
     assert len(ids) >= 25 and ids == sorted(ids), "the other connection stopped streaming"
 
@@ -516,3 +532,78 @@ async def test_outputs_yielded_at_the_end_are_still_served(servers: Any, peers: 
     assert len(popped) == changes >= 10, "outputs announced with 'change' were lost"
     assert popped == sorted(popped)
     assert server.pop_additional_outputs("never-existed") is None
+
+
+# -- bounded per-connection buffers -----------------------------------------------------
+
+
+def test_output_queue_keeps_the_newest_and_counts_what_it_drops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from webrtc_ref.outputs import OutputQueue
+
+    queue = OutputQueue(capacity=10, tag="ctest")
+    with caplog.at_level("WARNING", logger="webrtc_ref.outputs"):
+        for i in range(25):
+            queue.put(AdditionalOutputs(i))
+    assert len(queue) == 10 and queue.drops.count == 15
+    assert [queue.pop().args[0] for _ in range(10)] == list(range(15, 25))  # type: ignore[union-attr]
+    warnings = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(warnings) == 1, "the drop warning is not rate-limited"
+    assert "ctest" in warnings[0].getMessage()
+
+
+async def test_messages_and_outputs_for_a_channel_that_never_opens_are_bounded(
+    servers: Any, peers: Any
+) -> None:
+    """A client that never connects: what the handler produces meanwhile is capped."""
+    from webrtc_ref.connection import MAX_PENDING_MESSAGES
+    from webrtc_ref.outputs import MAX_QUEUED_OUTPUTS
+
+    produced = threading.Event()
+
+    def flood() -> Any:
+        for i in range(3000):
+            yield AdditionalOutputs(i)
+        produced.set()
+        yield None
+
+    server = servers(mode="receive", modality="video", handler=flood)
+    peer = peers(receive="video")
+    reply = await server.offer(await peer.offer_body())  # the answer is never applied
+    assert reply["type"] == "answer"
+    connection = server.connection(peer.webrtc_id)
+    await async_wait_until(produced.is_set, 10, "the generator to finish")
+    await async_wait_until(
+        lambda: connection.outputs.drops.count == 3000 - MAX_QUEUED_OUTPUTS, 5, "drops"
+    )
+    assert len(connection.outputs) == MAX_QUEUED_OUTPUTS
+    assert connection.outputs.pop().args == (3000 - MAX_QUEUED_OUTPUTS,)  # type: ignore[union-attr]
+    assert len(connection._pending_messages) <= MAX_PENDING_MESSAGES
+    assert connection.message_drops.count >= 3000 - MAX_PENDING_MESSAGES
+
+
+async def test_leftover_outputs_are_served_to_their_session_only(servers: Any, peers: Any) -> None:
+    """Outputs still queued when a connection ends are fetched by its own session only,
+    and expired leftovers go."""
+    from webrtc_ref.server import Client
+
+    def two_outputs() -> Any:
+        yield AdditionalOutputs("first")
+        yield AdditionalOutputs("second")
+
+    server = servers(mode="receive", modality="video", handler=two_outputs)
+    peer = peers(receive="video")
+    reply = await peer.connect(lambda body: server.offer(body, Client(session="mine")))
+    assert reply["type"] == "answer"
+    await async_wait_until(lambda: len(server) == 0, 10, "the stream to end")
+    assert server.pop_additional_outputs(peer.webrtc_id, owner="theirs") is None
+    assert server.pop_additional_outputs(peer.webrtc_id) is None
+    first = server.pop_additional_outputs(peer.webrtc_id, owner="mine")
+    assert first == AdditionalOutputs("first")
+    # expiry: the rest goes once the grace period is over
+    server._leftovers[peer.webrtc_id] = (
+        *server._leftovers[peer.webrtc_id][:2],
+        0.0,
+    )
+    assert server.pop_additional_outputs(peer.webrtc_id, owner="mine") is None
