@@ -643,6 +643,80 @@ def _section_setup(results: dict[str, Any], png_names: dict[str, str]) -> list[s
     return lines
 
 
+#: The hostile classes in the order the ``hostile`` figure posts them.
+HOSTILE_ORDER: tuple[str, ...] = (
+    "many_sections",
+    "padded",
+    "no_ice",
+    "no_fingerprint",
+    "foreign_kind",
+    "duplicate_kind",
+    "duplicate_mid",
+    "no_channel",
+    "bad_id",
+)
+
+
+def _codes(codes: Any) -> str:
+    if not isinstance(codes, dict) or not codes:
+        return "n/a"
+    return ", ".join(f"{_escape(str(k))} ×{v}" for k, v in sorted(codes.items()))
+
+
+def _section_hostile(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    lines = [
+        "## Hostile offers",
+        "",
+        "Well-formed offers broken in one way each (`fixtures.offers`: 3000 media "
+        "sections, padded to 2 MB, no ICE credentials, no fingerprint, media of the other "
+        "kind or twice, repeated mids, no data channel; and bad webrtc_ids), posted one "
+        "after another through the Gradio route while an echo session runs. Per class: the "
+        "reply time (median / max of *n* offers), what the server replied, and the longest "
+        "its event loop was blocked while that class was posted (a 5 ms timer on the "
+        "loop), beside the same measure over a window with the echo session alone. "
+        "*Live gap*: the echo session's longest pause in received audio over the burst.",
+        "",
+    ]
+    missing = _missing(results, "hostile")
+    if missing:
+        return lines + missing
+    lines += _figure_table(
+        results,
+        "hostile",
+        [
+            _Column("Longest stall", lambda e: _ms(e.get("longest_stall_s"))),
+            _Column("Stall, no hostile offers", lambda e: _ms(e.get("baseline_stall_s"))),
+            _Column("Live gap", lambda e: _ms(e.get("live_gap_s"))),
+            _Column("n per class", lambda e: _int(e.get("repeats"))),
+            _Column("Error", lambda e: _escape(str(e["error"])) if e.get("error") else "—"),
+        ],
+        with_floor=False,
+    )
+    data = results.get("hostile")
+    data = data if isinstance(data, dict) else {}
+    for name in _names(results):
+        entry = data.get(name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("classes"), dict):
+            continue
+        rows = []
+        for kind in HOSTILE_ORDER:
+            c = entry["classes"].get(kind)
+            if not isinstance(c, dict):
+                continue
+            rows.append(
+                [
+                    f"`{kind}`",
+                    _ms(c.get("reply_p50_s")),
+                    _ms(c.get("reply_max_s")),
+                    _ms(c.get("stall_s")),
+                    _codes(c.get("codes")),
+                ]
+            )
+        lines += [f"**{_label(results, name)}**", ""]
+        lines += _table(["Class", "Reply p50", "Reply max", "Loop stall", "Replies"], rows)
+    return lines
+
+
 _SECTIONS: tuple[Callable[[dict[str, Any], dict[str, str]], list[str]], ...] = (
     _section_audio,
     _section_video,
@@ -652,6 +726,7 @@ _SECTIONS: tuple[Callable[[dict[str, Any], dict[str, str]], list[str]], ...] = (
     _section_capacity,
     _section_isolation,
     _section_setup,
+    _section_hostile,
 )
 _FIGURE_KEYS: tuple[str, ...] = (
     "audio_echo",
@@ -662,6 +737,7 @@ _FIGURE_KEYS: tuple[str, ...] = (
     "capacity",
     "isolation",
     "setup",
+    "hostile",
 )
 
 

@@ -122,6 +122,8 @@ class Plan:
     setup_trials: int
     #: Wait up to this long for other processes to go quiet before starting.
     quiet_wait_s: float = 20.0
+    #: Offers posted per hostile class.
+    hostile_repeats: int = 10
 
 
 FULL = Plan(
@@ -158,6 +160,7 @@ QUICK = Plan(
     isolation_window_s=3.0,
     setup_trials=2,
     quiet_wait_s=5.0,
+    hostile_repeats=3,
 )
 
 
@@ -238,6 +241,14 @@ class Target:
     async def reset(self) -> None:
         """Close what the server still holds (the floor only; implementations do it alone)."""
 
+    async def post_offer(self, kind: str, body: Any, session: str) -> Any:
+        """POST ``body`` to stream ``kind``'s offer route; the ``HttpReply``."""
+        raise NotImplementedError
+
+    async def stall(self) -> float | None:
+        """The server loop's worst lateness since the last call (seconds)."""
+        return None
+
     def cpu_s(self) -> float:
         return process_cpu_s(self.pid)
 
@@ -304,6 +315,16 @@ class ImplTarget(Target):
 
     async def markers(self) -> list[tuple[int, float]] | None:
         return [(int(s), float(t)) for s, t in (await self.command("markers"))["markers"]]
+
+    def supports(self, kind: str) -> bool:
+        return kind == "gradio" or kind in self.streams
+
+    async def post_offer(self, kind: str, body: Any, session: str) -> Any:
+        return await self._wire(kind).offer(body, session_hash=session)
+
+    async def stall(self) -> float | None:
+        value = (await self.command("stall"))["stall_s"]
+        return None if value is None else float(value)
 
     def _wire(self, kind: str) -> Any:
         from conformance.adapters import Scenario, Served, ServedStream
@@ -865,6 +886,103 @@ async def setup(target: Target, plan: Plan) -> dict[str, Any]:
     }
 
 
+#: The hostile classes the ``hostile`` figure posts (``fixtures.offers``, plus bad ids).
+HOSTILE_CLASSES: tuple[str, ...] = (
+    "many_sections",
+    "padded",
+    "no_ice",
+    "no_fingerprint",
+    "foreign_kind",
+    "duplicate_kind",
+    "duplicate_mid",
+    "no_channel",
+    "bad_id",
+)
+
+
+async def _real_audio_offer() -> str:
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from fixtures.tracks import ToneAudioTrack
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.createDataChannel("text")
+        pc.addTrack(ToneAudioTrack(440.0))
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+
+
+def _hostile_body(sdp: str, kind: str, index: int) -> dict[str, str]:
+    from fixtures.offers import BAD_IDS, hostile_offer
+
+    if kind == "bad_id":
+        return {"sdp": sdp, "type": "offer", "webrtc_id": BAD_IDS[index % len(BAD_IDS)]}
+    n = {"many_sections": 3000, "padded": 2_000_000}.get(kind, 0)
+    return {"sdp": hostile_offer(sdp, kind, n), "type": "offer", "webrtc_id": f"h{kind[:6]}{index}"}
+
+
+def _reply_code(reply: Any) -> str:
+    body = reply.body
+    if reply.status != 200:
+        return f"HTTP {reply.status}"
+    if isinstance(body, dict) and body.get("type") == "answer":
+        return "answered"
+    meta = body.get("meta") if isinstance(body, dict) else None
+    return str(meta.get("error")) if isinstance(meta, dict) else "failed (no code)"
+
+
+async def hostile(target: Target, plan: Plan) -> dict[str, Any]:
+    """Hostile offers (``fixtures.offers``) against a live echo session: for each class,
+    the reply time, the reply codes, and the longest the server's event loop was blocked
+    while that class was posted; the live session's longest audio gap over the burst."""
+    from conformance.helpers import audio_gap
+
+    sdp = await _real_audio_offer()
+    link = await target.open("echo", timestamp_track())
+    if link.error is not None:
+        await close_all([link])
+        return {"error": f"the live session did not start: {link.error}"}
+    classes: dict[str, Any] = {}
+    try:
+        await target.stall()
+        await asyncio.sleep(plan.settle_s)
+        baseline = await target.stall()  # the live session alone, no hostile traffic
+        started = time.time()
+        for kind in HOSTILE_CLASSES:
+            times: list[float] = []
+            codes: dict[str, int] = {}
+            for index in range(plan.hostile_repeats):
+                body = _hostile_body(sdp, kind, index)
+                posted = time.perf_counter()
+                reply = await target.post_offer("echo", body, f"hostile-{kind}-{index}")
+                times.append(time.perf_counter() - posted)
+                code = _reply_code(reply)
+                codes[code] = codes.get(code, 0) + 1
+            classes[kind] = {
+                "n": len(times),
+                "reply_s": times,
+                "reply_p50_s": median(times),
+                "reply_max_s": max(times),
+                "codes": codes,
+                "stall_s": await target.stall(),
+            }
+        ended = time.time()
+        gap = audio_gap(link.recorder, started, ended) if link.recorder is not None else None
+    finally:
+        await close_all([link])
+    stalls = [c["stall_s"] for c in classes.values() if c["stall_s"] is not None]
+    return {
+        "classes": classes,
+        "longest_stall_s": max(stalls) if stalls else None,
+        "baseline_stall_s": baseline,
+        "live_gap_s": gap,
+        "repeats": plan.hostile_repeats,
+    }
+
+
 FIGURES: dict[str, Callable[[Target, Plan], Awaitable[dict[str, Any]]]] = {
     "setup": setup,
     "audio_echo": audio_echo,
@@ -874,6 +992,7 @@ FIGURES: dict[str, Callable[[Target, Plan], Awaitable[dict[str, Any]]]] = {
     "isolation": isolation,
     "capacity": capacity,
     "cpu": cpu,
+    "hostile": hostile,
 }
 #: The stream kinds each figure needs (a target lacking one reports the figure unsupported).
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -885,6 +1004,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "isolation": ("echo-timed", "video-200ms"),
     "capacity": ("echo",),
     "cpu": ("echo", "idle"),
+    "hostile": ("echo", "gradio"),
 }
 #: Figures measured after a warm-up connection (the first connection of a process pays for
 #: imports and codec set-up), with the kind it uses.
@@ -894,6 +1014,7 @@ WARM_UP: dict[str, str] = {
     "video_echo": "video",
     "video_slow": "video",
     "isolation": "echo-timed",
+    "hostile": "echo",
 }
 
 

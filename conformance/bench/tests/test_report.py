@@ -114,6 +114,23 @@ def _results() -> dict[str, Any]:
             },
         },
         "setup": {"webrtc_ref": {"first_media_p50_s": 0.3, "first_media_p95_s": None}},
+        "hostile": {
+            "webrtc_ref": {
+                "repeats": 3,
+                "longest_stall_s": 0.017,
+                "baseline_stall_s": 0.009,
+                "live_gap_s": 0.04,
+                "classes": {
+                    "no_ice": {
+                        "reply_p50_s": 0.012,
+                        "reply_max_s": 0.014,
+                        "stall_s": 0.01,
+                        "codes": {"invalid_offer": 3},
+                    }
+                },
+            },
+            "other": {"error": "RuntimeError: the live session did not start"},
+        },
         "targets": [
             {"name": "Audio round trip p95", "target": "< 150 ms", "value": "80 ms", "met": True},
             {"name": "Turn p95", "target": "< 600 ms", "value": "n/a", "met": None},
@@ -144,6 +161,12 @@ def test_render_markdown_tables() -> None:
     assert "| Audio round trip p95 | &lt; 150 ms | 80 ms | ✅ |" in page
     assert "![" in page and "benchmarks/audio_rt.png" in page
     assert "video_g2g.png" not in page
+    # Hostile offers: the summary row, and each class with its replies.
+    assert "| webrtc_ref | 17 ms | 9.0 ms | 40 ms | 3 | — |" in page
+    assert (
+        "| other | n/a | n/a | n/a | n/a | RuntimeError: the live session did not start |" in page
+    )
+    assert "| `no_ice` | 12 ms | 14 ms | 10 ms | invalid_offer ×3 |" in page
 
 
 def test_render_markdown_survives_empty_and_odd_results() -> None:
