@@ -621,7 +621,12 @@ async def test_hostile_offers_are_refused_fast_and_stall_nobody(
                 window.append(time.time())
                 for kind, body in cases:
                     posted = time.monotonic()
-                    status, reply = post_offer(client, served, body, "hostile")
+                    try:
+                        status, reply = post_offer(client, served, body, "hostile")
+                    except httpx.HTTPError as exc:
+                        elapsed = time.monotonic() - posted
+                        problems.append(f"{kind}: no reply after {elapsed:.1f} s ({exc!r})")
+                        continue
                     elapsed = time.monotonic() - posted
                     replies.append((kind, elapsed))
                     if status != 200 or not (
@@ -636,9 +641,9 @@ async def test_hostile_offers_are_refused_fast_and_stall_nobody(
         started, ended = window
         user = wire.peer(send=ToneAudioTrack(440.0))
         reply = await user.connect()
-        assert user.answered, f"a real client right after the burst was refused: {reply.body!r}"
         gap = audio_gap(recorder, started, ended)
-        assert not problems, f"{len(problems)} of {len(replies)}: " + "; ".join(problems[:5])
+        assert not problems, f"{len(problems)} of {len(cases)}: " + "; ".join(problems[:5])
+        assert user.answered, f"a real client right after the burst was refused: {reply.body!r}"
         assert gap <= scaled(LIVE_GAP_S), (
             f"the live session's audio stopped for {gap * 1000:.0f} ms during the burst"
         )
