@@ -29,6 +29,7 @@ from gradio.blocks import Block
 from gradio.components.base import server
 from gradio.events import Dependency
 
+from webrtc_ref import lifecycle
 from webrtc_ref.handlers import StreamHandler
 from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS
 from webrtc_ref.signaling import (
@@ -42,7 +43,7 @@ from webrtc_ref.signaling import (
 
 if TYPE_CHECKING:
     from webrtc_ref.outputs import OutputQueue
-    from webrtc_ref.server import Client, StreamServer
+    from webrtc_ref.server import Client, Stats, StreamServer
 
 log = logging.getLogger("webrtc_ref.component")
 
@@ -247,6 +248,15 @@ def _plain_value(value: Any) -> Any:
     return value
 
 
+def _watch_server_of(request: Any) -> None:
+    """Have the connections closed when the Gradio server that got ``request`` stops."""
+    app = getattr(request, "app", None) if request is not None else None
+    get_blocks = getattr(app, "get_blocks", None)
+    if callable(get_blocks):
+        with contextlib.suppress(Exception):
+            lifecycle.watch_uvicorn(getattr(get_blocks(), "server", None))
+
+
 def _session_of(request: Any) -> str | None:
     """The Gradio session hash of an event's request (``None`` when there is none)."""
     session = getattr(request, "session_hash", None) if request is not None else None
@@ -312,6 +322,10 @@ class WebRTC(gr.HTML):
             connecting at once (default 32; ``None``: no cap). More get
             ``too_many_pending_offers``. Each Gradio session has at most one connecting
             offer per component: a newer one supersedes it.
+        shutdown_timeout: seconds the component's connections may take to close when the
+            app stops (``Blocks.close()``, Ctrl-C, SIGTERM, interpreter exit); each gets
+            ``end_stream`` with reason ``server_shutdown`` and its handler's
+            ``shutdown()``. Gradio itself waits at most 5 s for its server to stop.
         show_label, container, scale, min_width, interactive, visible, elem_id,
         elem_classes, render, key, every, inputs: as for every Gradio component.
         _stream_origin: internal. Gradio rebuilds a component from its constructor
@@ -346,6 +360,7 @@ class WebRTC(gr.HTML):
         width: int | str | None = None,
         max_offer_bytes: int = DEFAULT_MAX_OFFER_BYTES,
         max_pending_per_address: int | None = DEFAULT_MAX_PENDING_PER_ADDRESS,
+        shutdown_timeout: float = 5.0,
         show_label: bool | None = None,
         container: bool = True,
         scale: int | None = None,
@@ -390,6 +405,7 @@ class WebRTC(gr.HTML):
         from webrtc_ref.server import check_max_offer_bytes
 
         check_max_offer_bytes(max_offer_bytes)
+        shutdown_timeout = _positive_number("shutdown_timeout", shutdown_timeout, allow_none=False)  # type: ignore[assignment]
         if max_pending_per_address is not None and (
             isinstance(max_pending_per_address, bool)
             or not isinstance(max_pending_per_address, int)
@@ -409,6 +425,7 @@ class WebRTC(gr.HTML):
         self._root: Any = None  # the gr.Blocks of the stream event (for show_error)
         self.max_offer_bytes = max_offer_bytes
         self.max_pending_per_address = max_pending_per_address
+        self.shutdown_timeout = float(shutdown_timeout)
 
         self.mode = mode
         self.modality = modality
@@ -486,6 +503,12 @@ class WebRTC(gr.HTML):
     def example_value(self) -> Any:
         return "k3v9x0q2m7ab1c4d"
 
+    def stats(self) -> Stats | None:
+        """What the component's stream holds right now (``StreamServer.stats()``), or
+        ``None`` before :meth:`stream`."""
+        stream_server = self.stream_server
+        return stream_server.stats() if stream_server is not None else None
+
     @property
     def stream_server(self) -> StreamServer | None:
         """The :class:`StreamServer` of the last :meth:`stream` call (``None`` before)."""
@@ -511,6 +534,7 @@ class WebRTC(gr.HTML):
                 "This WebRTC component has no stream: call .stream(fn, ...) on it "
                 "before launching the app.",
             )
+        _watch_server_of(request)
         try:
             return await stream_server.offer(body, await _client_of(request))
         except Exception:  # StreamServer.offer should not raise; say so if it does
@@ -642,7 +666,9 @@ class WebRTC(gr.HTML):
             max_offer_bytes=self.max_offer_bytes,
             max_pending_per_address=self.max_pending_per_address,
             show_error=self._shows_errors,
+            shutdown_timeout=self.shutdown_timeout,
         )
+        lifecycle.install_signal_handlers()
         self.event_handler = fn
         self.concurrency_limit = limit
         self.time_limit = effective_time_limit

@@ -2,8 +2,14 @@
 
 Every exit (client stop message or close, ICE failure, connect timeout, time limit, user
 error, handler finished, server shutdown) goes through :meth:`Connection.close`, which is
-idempotent: it tells the browser why (``end_stream``), stops the runner (the handler's
-``shutdown`` runs exactly once), closes the peer connection and frees the registry slot.
+idempotent: it tells the workers to stop (and gives running user calls a moment, so what
+they produced is sent first), tells the browser why (``end_stream``), stops the runner
+(the handler's ``shutdown`` runs exactly once), closes the peer connection, drops its
+references to everything it held (so the peer connection's codecs, transports
+and their native threads are freed at once, not by the garbage collector) and frees the
+registry slot, last. The closing runs in a task of its own: an exception in one step is
+logged and the next step still runs, and cancelling a caller of ``close`` does not
+cancel the closing.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import asyncio
 import collections
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +38,7 @@ from webrtc_ref.handlers import StreamHandler
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.runner import GeneratorRunner, HandlerRunner, Runner, VideoRunner
 from webrtc_ref.signaling import Modality, Mode, Offer, log_tag
+from webrtc_ref.threads import run_in_thread
 from webrtc_ref.tracks import OutboundAudioTrack, OutboundVideoTrack
 
 log = logging.getLogger("webrtc_ref.connection")
@@ -58,6 +64,10 @@ FINISH_GRACE = 0.5
 ERROR_DELIVERY_WAIT = 5.0
 #: Messages kept for a data channel that is not open yet; older ones are dropped beyond.
 MAX_PENDING_MESSAGES = 256
+#: Seconds ``end_stream`` may take to leave through the data channel.
+GOODBYE_WAIT = 0.5
+#: Seconds close waits for the runner to stop (``shutdown()`` included) before going on.
+SHUTDOWN_WAIT = 5.0
 
 
 def _never() -> bool:
@@ -93,29 +103,6 @@ def _ice_configuration(servers: list[dict[str, Any]]) -> RTCConfiguration:
             for server in servers
         ]
     )
-
-
-async def _in_thread(fn: Callable[[], None], name: str) -> None:
-    """Run blocking ``fn`` on a new thread and await it (works while the event loop's
-    default executor is shutting down, e.g. when the server stops)."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-
-    def finish() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    def run() -> None:
-        try:
-            fn()
-        finally:
-            try:
-                loop.call_soon_threadsafe(finish)
-            except RuntimeError:  # the loop closed meanwhile
-                pass
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    await done
 
 
 class Connection:
@@ -157,6 +144,9 @@ class Connection:
         self._timers: list[asyncio.TimerHandle] = []
         self._inbound: MediaStreamTrack | None = None
         self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
+        self._channel_open = asyncio.Event()
+        self._peer_gone = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
         self.connected_at: float | None = None
@@ -287,8 +277,10 @@ class Connection:
                     )
                 )
         elif state == "failed":
+            self._peer_gone.set()
             await self.close("ice_failed")
         elif state == "closed":
+            self._peer_gone.set()
             await self.close("client_closed")
 
     def _connect_timed_out(self) -> None:
@@ -331,9 +323,15 @@ class Connection:
         channel = self.channel
         if channel is None or channel.readyState != "open":
             return
+        self._channel_open.set()
         pending, self._pending_messages = self._pending_messages, collections.deque()
         for text in pending:
             channel.send(text)
+
+    @property
+    def queued_audio_frames(self) -> int:
+        """Output audio frames waiting to be sent."""
+        return self.out_track.queued if isinstance(self.out_track, OutboundAudioTrack) else 0
 
     # -- RuntimeHooks / HandlerContext -----------------------------------------------
     def request_inputs(self) -> None:
@@ -385,55 +383,130 @@ class Connection:
         """End this connection for ``reason`` (one of :data:`CLOSE_REASONS`); idempotent.
 
         ``notify=False`` skips telling the browser (an offer that failed, or one a newer
-        offer superseded, has no data channel to tell it on).
+        offer superseded, has no data channel to tell it on). Returns when the connection
+        is closed; cancelling the caller does not stop the closing.
         """
-        if self._closing:
-            await self.closed.wait()
-            return
-        self._closing = True
-        self.close_reason = reason
+        if self._close_task is None:
+            self._closing = True
+            self.close_reason = reason
+            self._close_task = asyncio.ensure_future(self._close(reason, message, notify))
+        await asyncio.shield(self._close_task)
+
+    async def _close(self, reason: str, message: str | None, notify: bool) -> None:
         log.info("%s: closing (%s)", self.tag, reason)
         for timer in self._timers:
             timer.cancel()
+        # 1. No new user calls; the ones running get a moment to finish, so what they
+        #    produced (messages, "change" for outputs) is queued before end_stream.
+        try:
+            await run_in_thread(self.runner.quiesce, f"quiesce-{self.tag}")
+        except Exception:
+            log.exception("%s: stopping the workers failed", self.tag)
+        # 2. Tell the browser why.
         try:
             if notify and reason == "error":
                 await self._await_channel(ERROR_DELIVERY_WAIT)
             if notify and reason != "client_closed":
                 await self._say_goodbye(reason, message)
-            if self.out_track is not None:
-                self.out_track.stop()
-            await _in_thread(self.runner.stop, f"close-{self.tag}")
-            current = asyncio.current_task()
-            for task in list(self._tasks):
-                if task is not current:
-                    task.cancel()
+        except Exception:
+            log.exception("%s: telling the browser why the connection ends failed", self.tag)
+        self._step("stopping the outbound track", self._stop_out_track)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        # 3. The handler's shutdown() and the rest of the workers, bounded.
+        stopping = asyncio.ensure_future(run_in_thread(self.runner.stop, f"stop-{self.tag}"))
+        try:
+            await asyncio.wait_for(asyncio.shield(stopping), SHUTDOWN_WAIT)
+        except asyncio.TimeoutError:
+            log.warning(
+                "%s: the handler's shutdown() has not returned %.0f s after the connection "
+                "ended; the connection is released anyway",
+                self.tag,
+                SHUTDOWN_WAIT,
+            )
+        except Exception:
+            log.exception("%s: stopping the handler failed", self.tag)
+        # 4. The peer connection, then everything this object held; the slot last.
+        try:
             await self.pc.close()
-        finally:
+        except Exception:
+            log.exception("%s: closing the peer connection failed", self.tag)
+        self._step("releasing the connection's objects", self._release_objects)
+        try:
             self._on_closed(self)
+        finally:
             self.closed.set()
+
+    def _step(self, what: str, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("%s: %s failed", self.tag, what)
+
+    def _stop_out_track(self) -> None:
+        if self.out_track is not None:
+            self.out_track.stop()
+
+    def _release_objects(self) -> None:
+        """Drop the references that tie the peer connection, its tracks and transports
+        to this connection (event listeners hold bound methods of it), so all of it is
+        freed when the last reference goes, without waiting for the garbage collector."""
+        pc = self.pc
+        for transceiver in pc.getTransceivers():
+            transceiver.sender.transport.remove_all_listeners()
+        if pc.sctp is not None:
+            pc.sctp.transport.remove_all_listeners()
+        pc.remove_all_listeners()
+        if self.channel is not None:
+            self.channel.remove_all_listeners()
+        if self.out_track is not None:
+            self.out_track.remove_all_listeners()
+        self._tasks.clear()
+        self._timers.clear()
+        self._inbound = None
+        self.runner.detach()
 
     async def _await_channel(self, timeout: float) -> None:
         """An error before the data channel opened (say, a generator that raises at
         once) must still reach the browser: wait for the channel while the peer is
         still connecting, then send what is pending."""
-        deadline = time.monotonic() + timeout
-        while (
-            (self.channel is None or self.channel.readyState != "open")
-            and self.pc.connectionState in ("new", "connecting", "connected")
-            and time.monotonic() < deadline
-        ):
-            await asyncio.sleep(0.02)
+        if self.pc.connectionState not in ("new", "connecting", "connected"):
+            return
+        waits = [
+            asyncio.ensure_future(self._channel_open.wait()),
+            asyncio.ensure_future(self._peer_gone.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
         self._flush_messages()
 
     async def _say_goodbye(self, reason: str, message: str | None) -> None:
-        """Send ``end_stream`` and give the data channel a moment to deliver it."""
+        """Send ``end_stream`` and give the data channel up to ``GOODBYE_WAIT`` s to hand
+        it to the transport (aiortc's ``bufferedamountlow``)."""
         channel = self.channel
         if channel is None or channel.readyState != "open":
             return
         payload: dict[str, Any] = {"type": "end_stream", "reason": reason}
         if message:
             payload["message"] = message
-        channel.send(json.dumps(payload))
-        deadline = time.monotonic() + 0.5
-        while channel.bufferedAmount and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        sent = self._loop.create_future()
+
+        def drained() -> None:
+            if not sent.done():
+                sent.set_result(None)
+
+        channel.bufferedAmountLowThreshold = 0
+        channel.on("bufferedamountlow", drained)
+        try:
+            channel.send(json.dumps(payload))
+            if channel.bufferedAmount:
+                await asyncio.wait_for(sent, GOODBYE_WAIT)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            channel.remove_listener("bufferedamountlow", drained)

@@ -23,12 +23,20 @@ class DropCounter:
             behind)"``; the warning reads ``"<tag>: dropped N <what>"``.
         tag: the connection's log tag.
         interval: seconds between two warnings.
+        level: the log level (WARNING; DEBUG for drops that are the design, such as
+            stale video frames when the handler is slower than the camera).
     """
 
     def __init__(
-        self, logger: logging.Logger, what: str, tag: str = "", interval: float = 10.0
+        self,
+        logger: logging.Logger,
+        what: str,
+        tag: str = "",
+        interval: float = 10.0,
+        level: int = logging.WARNING,
     ) -> None:
         self._logger = logger
+        self._level = level
         self._what = what
         self.tag = tag
         self._interval = interval
@@ -52,4 +60,6 @@ class DropCounter:
                 return
             self._logged_at = now
             total = self._count
-        self._logger.warning("%s: dropped %d %s (total so far)", self.tag, total, self._what)
+        self._logger.log(
+            self._level, "%s: dropped %d %s (total so far)", self.tag, total, self._what
+        )

@@ -91,6 +91,10 @@ Mode = Literal["streaming", "chunked"]
 # --------------------------------------------------------------------------- options
 
 
+#: Seconds of uninterrupted speech after which a turn is forced (see AlgoOptions).
+DEFAULT_MAX_CONTINUOUS_SPEECH_S = 60.0
+
+
 @dataclass
 class AlgoOptions:
     """Turn-taking options; the first three are gradio_webrtc's, with its names and defaults.
@@ -107,7 +111,9 @@ class AlgoOptions:
             that "at least 0.384 s of silence" (chosen by measurement: see
             docs/reply-on-pause.md). ``None`` is replaced by the mode's default.
         max_continuous_speech_s: force the turn after this many seconds since the user
-            started talking, even without a pause (default: no limit).
+            started talking, even without a pause. Default 60 s, which also bounds what one
+            utterance holds in memory (about 6 MB at 48 kHz) when the input never pauses
+            (music, noise); ``float("inf")`` for no limit, as gradio_webrtc and fastrtc.
         mode: ``"streaming"`` (default) or ``"chunked"`` (gradio_webrtc's 0.6 s chunks).
 
     Raises:
@@ -118,7 +124,7 @@ class AlgoOptions:
     audio_chunk_duration: float = 0.6
     started_talking_threshold: float = 0.2
     speech_threshold: float | None = None
-    max_continuous_speech_s: float = float("inf")
+    max_continuous_speech_s: float = DEFAULT_MAX_CONTINUOUS_SPEECH_S
     mode: Mode = "streaming"
 
     def __post_init__(self) -> None:

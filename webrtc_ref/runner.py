@@ -19,6 +19,15 @@ Three runners adapt the three kinds of stream functions to one small interface
 Every user exception goes to ``hooks.user_error`` (logged with its traceback, reported
 to the browser, connection closed); ``stop`` ends the threads and calls the handler's
 ``shutdown`` exactly once.
+
+The worker contract (docs/handlers.md): to end a worker blocked in user code, ``stop``
+calls the handler's ``shutdown()``, which may run while ``emit`` is still blocked and must
+unblock it; the runtime also puts ``None`` into every ``queue.Queue`` and
+``queue.SimpleQueue`` attribute of the handler, so the guide's ``Queue.get()`` pattern
+needs no shutdown code at all. A worker still in user code ``STOP_GRACE`` seconds later
+is left behind: logged once with the handler's class and what to do, and counted in
+:data:`STUCK_WORKERS`; it holds nothing of its connection's (slot, peer connection,
+registry entry) and exits when the user call returns.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from typing import Any, Literal, Protocol
 import av
 import numpy as np
 
+from webrtc_ref.drops import DropCounter
 from webrtc_ref.frames import (
     AudioInputConverter,
     AudioOutputFramer,
@@ -60,8 +70,39 @@ END_PADDING = OUTPUT_RATE // 10
 INPUT_BACKLOG = 50
 #: How long a receive-mode generator waits for its input values before failing.
 INPUTS_TIMEOUT = 10.0
-#: How long ``stop`` waits for a worker thread blocked in user code.
-JOIN_TIMEOUT = 2.0
+#: How long ``stop`` waits for workers to leave user code before ``shutdown()`` runs.
+QUIESCE_S = 0.2
+#: How long ``stop`` waits, after ``shutdown()``, for workers still in user code.
+STOP_GRACE = 1.0
+
+
+class StuckWorkers:
+    """Worker threads that were still in user code after their connection stopped.
+
+    Thread-safe. ``count`` is how many of them are still alive (they leave as soon as the
+    user call they are in returns); ``total`` counts every one ever left behind.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.total = 0
+
+    def add(self, thread: threading.Thread) -> None:
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+            self.total += 1
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            return len(self._threads)
+
+
+#: Every worker left behind in this process (see the module docstring).
+STUCK_WORKERS = StuckWorkers()
 
 
 class RuntimeHooks(Protocol):
@@ -87,6 +128,35 @@ class RuntimeHooks(Protocol):
         """User code raised: log, report to the browser, close this connection."""
 
 
+class _Detached:
+    """The hooks of a runner whose connection is gone: everything is a no-op.
+
+    A worker left in user code that returns late finds these instead of its connection,
+    and the connection is not kept alive by its runner.
+    """
+
+    def __init__(self, webrtc_id: str, tag: str) -> None:
+        self.webrtc_id = webrtc_id
+        self.tag = tag
+
+    def request_inputs(self) -> None:
+        pass
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        pass
+
+    def clear_output(self) -> None:
+        pass
+
+    def additional_outputs(self, outputs: AdditionalOutputs) -> None:
+        pass
+
+    def user_error(self, where: str, exc: BaseException) -> None:
+        log.info(
+            "%s: error in user code after the connection closed (%s): %r", self.tag, where, exc
+        )
+
+
 class Runner(ABC):
     """The per-connection runtime of one stream function."""
 
@@ -96,6 +166,8 @@ class Runner(ABC):
         self._threads: list[threading.Thread] = []
         self._stopped = False
         self._stop_lock = threading.Lock()
+        #: Workers of this runner left in user code after ``stop`` (see StuckWorkers).
+        self.stuck: list[threading.Thread] = []
 
     @abstractmethod
     def start(self) -> None:
@@ -129,32 +201,80 @@ class Runner(ABC):
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    def request_stop(self) -> None:
+        """Tell the workers to stop (any thread; never blocks): they leave at their next
+        wait for work, and no new user call starts."""
+        self._stopping.set()
+        self._wake()
+
+    def quiesce(self) -> None:
+        """Request the stop and give the workers up to ``QUIESCE_S`` to leave user code
+        (blocking; idempotent). Queues of the handler are unblocked first, so the guide's
+        ``Queue.get()`` returns at once. Afterwards no worker posts anything more, unless
+        it is stuck in user code."""
+        self.request_stop()
+        self._unblock()
+        current = threading.current_thread()
+        deadline = time.monotonic() + QUIESCE_S
+        for thread in self._threads:
+            if thread is not current:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
     def stop(self) -> None:
-        """End the worker threads and release user resources; idempotent, blocking."""
+        """End the workers and release user resources; idempotent; blocks up to about
+        ``QUIESCE_S + STOP_GRACE`` plus the time ``shutdown()`` takes.
+
+        Order: :meth:`quiesce` (so ``shutdown()`` rarely runs beside ``receive``);
+        ``shutdown()`` runs once; queues are unblocked again; workers get ``STOP_GRACE``
+        more. Workers still alive are left behind (see the module docstring).
+        """
         with self._stop_lock:
             if self._stopped:
                 return
             self._stopped = True
-        self._stopping.set()
-        self._wake()
+        try:
+            self.quiesce()
+        except Exception:
+            log.exception("%s: stopping the workers failed; shutting down anyway", self.hooks.tag)
+            self.request_stop()
         current = threading.current_thread()
-        deadline = time.monotonic() + JOIN_TIMEOUT
-        for thread in self._threads:
-            if thread is not current:
-                thread.join(max(0.0, min(0.2, deadline - time.monotonic())))
-        self._shutdown_user_code()
-        for thread in self._threads:
-            if thread is not current and thread.is_alive():
-                self._unblock()
+        others = [t for t in self._threads if t is not current]
+        try:
+            self._shutdown_user_code()
+        finally:
+            self._unblock()
+            deadline = time.monotonic() + STOP_GRACE
+            for thread in others:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        for thread in self._threads:
-            if thread is not current and thread.is_alive():
-                log.warning(
-                    "%s: worker %s is still blocked in user code after the connection "
-                    "closed; it exits when that call returns",
-                    self.hooks.tag,
-                    thread.name,
-                )
+            for thread in others:
+                if thread.is_alive():
+                    self._left_behind(thread)
+
+    def _left_behind(self, thread: threading.Thread) -> None:
+        self.stuck.append(thread)
+        STUCK_WORKERS.add(thread)
+        log.warning(
+            "%s: worker %s of %s is still in user code %.1f s after its connection "
+            "stopped; it is left behind and exits when that call returns. Make the "
+            "handler's shutdown() unblock whatever it waits on (see docs/handlers.md, "
+            "'The worker contract').",
+            self.hooks.tag,
+            thread.name,
+            self._user_class(),
+            STOP_GRACE,
+        )
+
+    def _user_class(self) -> str:
+        return type(self).__name__
+
+    def detach(self) -> None:
+        """Forget the connection (after ``stop``): late calls from workers left in user
+        code go nowhere, and no reference cycle keeps the connection alive."""
+        self.hooks = _Detached(self.hooks.webrtc_id, self.hooks.tag)
+        self._release_outputs()
+
+    def _release_outputs(self) -> None:
+        """Drop the outbound track and what frames for it (after ``stop``)."""
 
     def _wake(self) -> None:
         """Wake worker threads waiting for work (they then see ``stopping``)."""
@@ -168,6 +288,11 @@ class Runner(ABC):
     @property
     def alive_threads(self) -> int:
         return sum(t.is_alive() for t in self._threads)
+
+    @property
+    def dropped_inputs(self) -> int:
+        """Input frames dropped because user code fell behind (see ``_InputBacklog``)."""
+        return 0
 
 
 def _is_async_callable(fn: Any) -> bool:
@@ -191,22 +316,28 @@ class _InputBacklog:
     Built on ``queue.SimpleQueue``, whose blocking ``get`` waits in C: waking a worker 50
     times a second costs about a third of what a ``threading.Condition`` costs (measured
     on a 2-core VM: 0.17 % of a core against 0.6 %), and that is most of what an idle
-    connection costs.
+    connection costs. Drops are counted in ``drops`` (thread-safe, logged rate-limited).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, drops: DropCounter) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._capacity = capacity
-        self.dropped = 0
+        self.drops = drops
+
+    @property
+    def dropped(self) -> int:
+        return self.drops.count
 
     def put(self, item: Any) -> None:
         self._queue.put(item)
+        dropped = 0
         while self._queue.qsize() > self._capacity:
             try:
                 if self._queue.get_nowait() is not _WAKE:
-                    self.dropped += 1
+                    dropped += 1
             except queue.Empty:
                 break
+        self.drops.add(dropped)
 
     def take(self, stopping: threading.Event, newest_only: bool = False) -> Any | None:
         """Wait for an item (``None`` once ``stopping``); ``newest_only`` drops older ones."""
@@ -222,14 +353,16 @@ class _InputBacklog:
             if stopping.is_set():
                 return None
             if newest_only:
+                stale = 0
                 while True:
                     try:
                         newer = self._queue.get_nowait()
                     except queue.Empty:
                         break
                     if newer is not _WAKE:
-                        self.dropped += 1
+                        stale += 1
                         item = newer
+                self.drops.add(stale)
             return item
 
     def wake(self) -> None:
@@ -257,10 +390,18 @@ class _Doorbell:
 
 
 class _AudioSink:
-    """Frames handler audio for the outbound track (or discards it in send mode)."""
+    """Frames handler audio for the outbound track (or discards it in send mode).
 
-    def __init__(self, runner: Runner, track: OutboundAudioTrack | None) -> None:
-        self._runner = runner
+    It knows its runner only by the runner's ``stopping`` event and log tag: no reference
+    cycle ties the resampler (an FFmpeg filter graph with threads of its own) to the
+    runner, so it is freed as soon as the runner is.
+    """
+
+    def __init__(
+        self, stopping: threading.Event, tag: str, track: OutboundAudioTrack | None
+    ) -> None:
+        self._stopping = stopping
+        self._tag = tag
         self._track = track
         self._framer = AudioOutputFramer(sample_rate=OUTPUT_RATE, layout=OUTPUT_LAYOUT)
         self._last_push = 0.0
@@ -270,6 +411,13 @@ class _AudioSink:
     def discard(self) -> None:
         """Drop audio not yet handed to the track (any thread; barge-in)."""
         self._discard.set()
+
+    def close(self) -> None:
+        """Forget the track (the connection is gone); later pushes are dropped silently."""
+        self._warned = True
+        self._track = None
+        # a fresh framer holds no resampler: the old one's filter graph goes now
+        self._framer = AudioOutputFramer(sample_rate=OUTPUT_RATE, layout=OUTPUT_LAYOUT)
 
     def _take_discard(self) -> bool:
         if not self._discard.is_set():
@@ -284,7 +432,7 @@ class _AudioSink:
                 self._warned = True
                 log.warning(
                     "%s: audio emitted in mode 'send' is discarded (nothing is sent back)",
-                    self._runner.hooks.tag,
+                    self._tag,
                 )
             return
         self._take_discard()
@@ -309,7 +457,7 @@ class _AudioSink:
         assert self._track is not None
         for frame in frames:
             while not self._track.push(frame, timeout=0.25):
-                if self._runner.stopping or self._track.readyState != "live":
+                if self._stopping.is_set() or self._track.readyState != "live":
                     return
             if self._take_discard():
                 self._track.clear()
@@ -338,14 +486,30 @@ class HandlerRunner(Runner):
         self._converter = AudioInputConverter(
             sample_rate=handler.input_sample_rate, layout=handler.expected_layout
         )
-        self._backlog = _InputBacklog(INPUT_BACKLOG)
-        self._sink = _AudioSink(self, audio_out)
+        self._backlog = _InputBacklog(
+            INPUT_BACKLOG,
+            DropCounter(
+                log,
+                f"input audio blocks (receive fell more than {INPUT_BACKLOG * 20} ms behind; "
+                "the oldest go first)",
+                hooks.tag,
+            ),
+        )
+        self._sink = _AudioSink(self._stopping, hooks.tag, audio_out)
         self._wakeup = _Doorbell()
         self._async = _is_async_callable(handler.receive) or _is_async_callable(handler.emit)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_wakeup: asyncio.Event | None = None
+        self._async_tasks: list[asyncio.Task[Any]] = []
         self.emit_calls = 0
         self.receive_calls = 0
+
+    @property
+    def dropped_inputs(self) -> int:
+        return self._backlog.dropped
+
+    def _user_class(self) -> str:
+        return type(self.handler).__name__
 
     def start(self) -> None:
         if self._async:
@@ -363,6 +527,13 @@ class HandlerRunner(Runner):
     def discard_output(self) -> None:
         """Drop output audio still being framed (the track's queue is cleared separately)."""
         self._sink.discard()
+
+    def _release_outputs(self) -> None:
+        self._sink.close()
+        # the input converter's resampler (an FFmpeg filter graph with threads) goes now
+        self._converter = AudioInputConverter(
+            sample_rate=self.handler.input_sample_rate, layout=self.handler.expected_layout
+        )
 
     # -- sync handlers -------------------------------------------------------------
     def _receive_loop(self) -> None:
@@ -407,6 +578,10 @@ class HandlerRunner(Runner):
             asyncio.ensure_future(self._areceive()),
             asyncio.ensure_future(self._aemit()),
         ]
+        self._async_tasks = tasks
+        if self._stopping.is_set():
+            for task in tasks:
+                task.cancel()
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -454,8 +629,15 @@ class HandlerRunner(Runner):
         self._wakeup.ring()
         loop, event = self._loop, self._async_wakeup
         if loop is not None and event is not None and not loop.is_closed():
+
+            def cancel() -> None:
+                # an async handler awaiting something that never comes is cancelled
+                event.set()
+                for task in self._async_tasks:
+                    task.cancel()
+
             try:
-                loop.call_soon_threadsafe(event.set)
+                loop.call_soon_threadsafe(cancel)
             except RuntimeError:
                 pass
 
@@ -473,7 +655,7 @@ class HandlerRunner(Runner):
         # The guide's EchoHandler blocks in ``Queue.get()``; a None wakes it, and the
         # emit loop then sees ``stopping`` and exits instead of leaking its thread.
         for value in vars(self.handler).values():
-            if isinstance(value, queue.Queue):
+            if isinstance(value, queue.Queue | queue.SimpleQueue):
                 try:
                     value.put_nowait(None)
                 except queue.Full:
@@ -519,13 +701,28 @@ class VideoRunner(Runner):
         super().__init__(hooks)
         self.fn = fn
         self._out = video_out
-        self._backlog = _InputBacklog(2)
+        self._backlog = _InputBacklog(
+            2,
+            DropCounter(
+                log,
+                "stale video frames (the function is slower than the camera; newest wins)",
+                hooks.tag,
+                level=logging.DEBUG,
+            ),
+        )
         self._inputs: list[Any] | None = None if has_inputs else []
         self.calls = 0
 
     @property
     def dropped(self) -> int:
         return self._backlog.dropped
+
+    @property
+    def dropped_inputs(self) -> int:
+        return self._backlog.dropped
+
+    def _user_class(self) -> str:
+        return getattr(self.fn, "__qualname__", type(self.fn).__name__)
 
     def start(self) -> None:
         self._spawn(self._loop, "video")
@@ -538,6 +735,9 @@ class VideoRunner(Runner):
 
     def _wake(self) -> None:
         self._backlog.wake()
+
+    def _release_outputs(self) -> None:
+        self._out = None
 
     def _loop(self) -> None:
         private = _PrivateLoop()
@@ -587,8 +787,15 @@ class GeneratorRunner(Runner):
         self._inputs_ready = threading.Event()
         if not has_inputs:
             self._inputs_ready.set()
-        self._audio = _AudioSink(self, out) if isinstance(out, OutboundAudioTrack) else None
+        self._audio = (
+            _AudioSink(self._stopping, hooks.tag, out)
+            if isinstance(out, OutboundAudioTrack)
+            else None
+        )
         self.items = 0
+
+    def _user_class(self) -> str:
+        return getattr(self.fn, "__qualname__", type(self.fn).__name__)
 
     def start(self) -> None:
         self._spawn(self._run, "generator")
@@ -601,6 +808,10 @@ class GeneratorRunner(Runner):
     def _wake(self) -> None:
         self._inputs_ready.set()
         self._out.finish()
+
+    def _release_outputs(self) -> None:
+        if self._audio is not None:
+            self._audio.close()
 
     def _run(self) -> None:
         if not self._inputs_ready.wait(self._inputs_timeout):

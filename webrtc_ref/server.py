@@ -13,7 +13,10 @@ The Gradio component owns one StreamServer per ``.stream()`` call and forwards t
   *other* inputs (the component's own value, the webrtc_id, is not in ``args``).
 - ``pop_additional_outputs(webrtc_id, owner=...)``: the next queued ``AdditionalOutputs``
   of that connection, or ``None``.
-- ``await shutdown()``: close every connection.
+- ``await shutdown()``: close every connection (``end_stream`` ``server_shutdown``)
+  within ``shutdown_timeout`` and refuse later offers (``server_shutdown``). Wired to the
+  app's lifecycle by :mod:`webrtc_ref.lifecycle`.
+- ``stats()``: what the server holds right now (:class:`Stats`).
 
 A connection belongs to the session that offered it: ``set_input``,
 ``pop_additional_outputs`` and ``outputs_of`` given another ``owner`` behave exactly as
@@ -29,10 +32,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from aiortc.exceptions import InvalidStateError, OperationError
 
+from webrtc_ref import lifecycle
 from webrtc_ref.connection import Connection, StreamSpec
 from webrtc_ref.errors import new_error_id, public_message
 from webrtc_ref.handlers import StreamHandler
@@ -45,6 +49,7 @@ from webrtc_ref.signaling import (
     INVALID_OFFER,
     MODALITIES,
     MODES,
+    SERVER_SHUTDOWN,
     Modality,
     Mode,
     Offer,
@@ -56,6 +61,7 @@ from webrtc_ref.signaling import (
     media_sections,
     parse_offer,
 )
+from webrtc_ref.threads import run_in_thread
 
 log = logging.getLogger("webrtc_ref.server")
 
@@ -64,7 +70,49 @@ OUTPUTS_GRACE = 60.0
 #: Ended connections whose unfetched outputs are kept (the oldest go first beyond this).
 MAX_LEFTOVERS = 1024
 
-R = TypeVar("R")
+
+#: Seconds :meth:`StreamServer.shutdown` may take by default.
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of one :class:`StreamServer` (see :meth:`StreamServer.stats`).
+
+    Attributes:
+        connections: connections holding a slot (pending and connected).
+        pending: offered, not connected yet.
+        connected: peers that connected and have not closed.
+        closed_total: connections closed since the server started.
+        worker_threads: worker threads of live connections that are alive.
+        stuck_workers: worker threads of closed connections still in user code.
+        input_frames_dropped: input frames live connections dropped because user code
+            fell behind (audio: more than 1 s; video: stale frames, newest wins).
+        messages_dropped: data-channel messages dropped before a channel opened.
+        outputs_dropped: additional outputs dropped because nobody fetched them.
+        output_queue_depths: queued additional outputs per live connection (by log tag).
+        pending_messages: messages waiting for data channels to open.
+        leftover_connections: ended connections whose outputs may still be fetched.
+        leftover_outputs: the outputs they hold.
+        audio_frames_queued: 20 ms output frames waiting to be sent.
+        shutting_down: :meth:`StreamServer.shutdown` has begun.
+    """
+
+    connections: int
+    pending: int
+    connected: int
+    closed_total: int
+    worker_threads: int
+    stuck_workers: int
+    input_frames_dropped: int
+    messages_dropped: int
+    outputs_dropped: int
+    output_queue_depths: dict[str, int]
+    pending_messages: int
+    leftover_connections: int
+    leftover_outputs: int
+    audio_frames_queued: int
+    shutting_down: bool
 
 
 @dataclass(frozen=True)
@@ -77,37 +125,13 @@ class Client:
     address: str | None = None
 
 
-async def run_in_thread(fn: Callable[[], R], name: str) -> R:
-    """Run blocking ``fn`` (user code) on a new daemon thread and await its result.
-
-    The event loop never waits on user code; a dedicated thread (rather than the loop's
-    default executor) also works while that executor is shutting down.
-    """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[R] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if done.done():
-            return
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(result)
-
-    def run() -> None:
-        result: Any = None
-        error: BaseException | None = None
+def _shut_down_abandoned(handler: object) -> None:
+    """A handler copy whose offer was given up (timed out, cancelled) is shut down."""
+    if isinstance(handler, StreamHandler):
         try:
-            result = fn()
-        except BaseException as exc:
-            error = exc
-        try:
-            loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:  # the loop closed meanwhile
-            pass
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return await done
+            handler.shutdown()
+        except Exception:
+            log.exception("shutdown() of an abandoned handler copy raised")
 
 
 def check_max_offer_bytes(value: object) -> None:
@@ -149,6 +173,7 @@ class StreamServer:
         show_error: whether the browser may see the text of user code's exceptions
             (called when an error happens; the component passes Gradio's
             ``launch(show_error=...)``).
+        shutdown_timeout: seconds :meth:`shutdown` may take to close every connection.
     """
 
     def __init__(
@@ -165,6 +190,7 @@ class StreamServer:
         max_offer_bytes: int = DEFAULT_MAX_OFFER_BYTES,
         max_pending_per_address: int | None = DEFAULT_MAX_PENDING_PER_ADDRESS,
         show_error: Callable[[], bool] | None = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
@@ -180,7 +206,9 @@ class StreamServer:
             raise ValueError(f"handler must be callable; got {type(handler).__name__}")
         _check_positive("time_limit", time_limit, allow_none=True)
         _check_positive("connect_timeout", connect_timeout, allow_none=False)
+        _check_positive("shutdown_timeout", shutdown_timeout, allow_none=False)
         check_max_offer_bytes(max_offer_bytes)
+        self.shutdown_timeout = float(shutdown_timeout)
         self.max_offer_bytes = max_offer_bytes
         self.spec = StreamSpec(
             mode=mode,
@@ -201,6 +229,12 @@ class StreamServer:
         )
         self._leftovers_lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._prune_timer: asyncio.TimerHandle | None = None
+        self._shutting_down = False
+        self._closed_total = 0
+        #: worker threads of closed connections that were left in user code
+        self._stuck: list[Any] = []
 
     @property
     def concurrency_limit(self) -> int | None:
@@ -215,6 +249,9 @@ class StreamServer:
         the reply leaves.
         """
         client = client or Client()
+        self._serving_on(asyncio.get_running_loop())
+        if self._shutting_down:
+            return failure(SERVER_SHUTDOWN, "The server is shutting down; try again in a moment.")
         try:
             offer = parse_offer(
                 body,
@@ -256,7 +293,9 @@ class StreamServer:
         handler: StreamHandler | None = None
         if isinstance(self.spec.handler, StreamHandler):
             try:
-                handler = await run_in_thread(self.spec.handler.copy, f"copy-{tag}")
+                handler = await run_in_thread(
+                    self.spec.handler.copy, f"copy-{tag}", abandoned=_shut_down_abandoned
+                )
                 if not isinstance(handler, StreamHandler):
                     raise TypeError(
                         f"{type(self.spec.handler).__name__}.copy() must return a "
@@ -325,8 +364,15 @@ class StreamServer:
     def _connected(self, connection: Connection) -> None:
         self._registry.connected(connection.webrtc_id, connection)
 
+    def _serving_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is None:
+            self._loop = loop
+            lifecycle.register(self, loop)
+
     def _release(self, connection: Connection) -> None:
         self._registry.release(connection.webrtc_id, connection)
+        self._closed_total += 1
+        self._stuck = [t for t in (*self._stuck, *connection.runner.stuck) if t.is_alive()]
         now = time.monotonic()
         with self._leftovers_lock:
             self._prune_leftovers(now)
@@ -340,6 +386,21 @@ class StreamServer:
                 )
                 while len(self._leftovers) > MAX_LEFTOVERS:
                     self._leftovers.popitem(last=False)
+                self._arm_prune_timer()
+
+    def _arm_prune_timer(self) -> None:
+        """Prune expired leftovers even when nobody asks for any (on the loop)."""
+        if self._prune_timer is not None or self._loop is None:
+            return
+
+        def prune() -> None:
+            self._prune_timer = None
+            with self._leftovers_lock:
+                self._prune_leftovers(time.monotonic())
+                if self._leftovers:
+                    self._arm_prune_timer()
+
+        self._prune_timer = self._loop.call_later(OUTPUTS_GRACE / 4, prune)
 
     def _prune_leftovers(self, now: float) -> None:
         """Drop expired leftovers (oldest first; they expire in insertion order)."""
@@ -400,8 +461,61 @@ class StreamServer:
             await connection.close(reason)
 
     async def shutdown(self) -> None:
-        """Close every connection (reason ``server_shutdown``)."""
-        await asyncio.gather(
-            *(c.close("server_shutdown") for c in self._registry.values()),
-            return_exceptions=True,
+        """Close every connection (reason ``server_shutdown``) within ``shutdown_timeout``
+        seconds, and refuse offers from now on. Run on the server's loop; idempotent."""
+        self._shutting_down = True
+        if self._prune_timer is not None:
+            self._prune_timer.cancel()
+            self._prune_timer = None
+        connections = self._registry.values()
+        if connections:
+            log.info("shutting down: closing %d connection(s)", len(connections))
+            closing = asyncio.gather(
+                *(c.close("server_shutdown") for c in connections), return_exceptions=True
+            )
+            try:
+                await asyncio.wait_for(closing, self.shutdown_timeout)
+            except asyncio.TimeoutError:
+                left = [c.tag for c in self._registry.values()]
+                log.warning(
+                    "shutdown: %d connection(s) did not close within %.1f s: %s",
+                    len(left),
+                    self.shutdown_timeout,
+                    ", ".join(left),
+                )
+        lifecycle.unregister(self)
+
+    def release_handlers(self) -> None:
+        """Last resort when the server's loop is gone (interpreter exit): stop every
+        connection's workers and run its handler's ``shutdown()`` here and now."""
+        self._shutting_down = True
+        for connection in self._registry.values():
+            try:
+                connection.runner.stop()
+            except Exception:
+                log.exception("%s: stopping the handler at exit failed", connection.tag)
+
+    def stats(self) -> Stats:
+        """What this server holds right now (any thread; a consistent-enough snapshot)."""
+        connections = self._registry.values()
+        outputs = {c.tag: len(c.outputs) for c in connections}
+        with self._leftovers_lock:
+            leftover_outputs = sum(len(q) for _, q, _ in self._leftovers.values())
+            leftovers = len(self._leftovers)
+        return Stats(
+            connections=len(self._registry),
+            pending=self._registry.pending,
+            connected=sum(c.connected_at is not None for c in connections),
+            closed_total=self._closed_total,
+            worker_threads=sum(c.runner.alive_threads for c in connections),
+            stuck_workers=sum(t.is_alive() for t in self._stuck),
+            input_frames_dropped=sum(c.runner.dropped_inputs for c in connections),
+            messages_dropped=sum(c.message_drops.count for c in connections),
+            outputs_dropped=sum(c.outputs.drops.count for c in connections),
+            output_queue_depths=outputs,
+            pending_messages=sum(len(c._pending_messages) for c in connections),
+            leftover_connections=leftovers,
+            leftover_outputs=leftover_outputs,
+            audio_frames_queued=sum(c.queued_audio_frames for c in connections),
+            shutting_down=self._shutting_down,
         )

@@ -36,6 +36,7 @@ HANDLER_ERROR = "handler_error"
 OFFER_TOO_LARGE = "offer_too_large"
 TOO_MANY_PENDING_OFFERS = "too_many_pending_offers"
 INTERNAL_ERROR = "internal_error"
+SERVER_SHUTDOWN = "server_shutdown"
 ERROR_CODES: tuple[str, ...] = (
     CONCURRENCY_LIMIT_REACHED,
     CONNECTION_ALREADY_EXISTS,
@@ -46,6 +47,7 @@ ERROR_CODES: tuple[str, ...] = (
     OFFER_TOO_LARGE,
     TOO_MANY_PENDING_OFFERS,
     INTERNAL_ERROR,
+    SERVER_SHUTDOWN,
 )
 
 #: What a webrtc_id may look like: 1-128 letters, digits, ``-`` and ``_``.

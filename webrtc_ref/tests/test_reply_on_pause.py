@@ -651,7 +651,7 @@ def test_algo_options_defaults() -> None:
         chunked.started_talking_threshold,
         chunked.speech_threshold,
         chunked.max_continuous_speech_s,
-    ) == (0.6, 0.2, 0.1, float("inf"))
+    ) == (0.6, 0.2, 0.1, 60.0)
     streaming = AlgoOptions()
     assert streaming.mode == "streaming"
     assert (streaming.audio_chunk_duration, streaming.speech_threshold) == (0.6, 0.2)
@@ -835,3 +835,57 @@ async def test_first_reply_audio_leaves_the_outbound_track_within_600_ms() -> No
     assert run.errors == []
     ((latency,),) = [run.latencies]
     assert 0.3 < latency <= MAX_DECISION_LATENCY_S, f"{latency * 1000:.0f} ms"
+
+
+class _AlwaysSpeechStream:
+    """A detector that hears speech in every window (music, a noisy room)."""
+
+    sample_rate = 16000
+    window_samples = 512
+
+    def __init__(self) -> None:
+        self._pending = 0
+
+    def process(self, samples: np.ndarray) -> list[float]:
+        self._pending += len(samples)
+        count, self._pending = divmod(self._pending, self.window_samples)
+        return [1.0] * count
+
+    def reset(self) -> None:
+        self._pending = 0
+
+
+class _AlwaysSpeechModel:
+    def vad(self, audio: Any, options: Any) -> tuple[float, list[Any]]:
+        rate, samples = audio
+        return samples.shape[-1] / rate, []
+
+    def warmup(self) -> None:
+        pass
+
+    def new_stream(self) -> _AlwaysSpeechStream:
+        return _AlwaysSpeechStream()
+
+
+def test_ten_minutes_without_a_pause_stay_bounded() -> None:
+    """An input that never pauses: the default max_continuous_speech_s (60 s) forces a
+    turn every minute, so the utterance buffer never holds more than about 60 s of audio
+    (5.8 MB at 48 kHz), however long it goes on (simulated time)."""
+    calls = Calls()
+    handler = ReplyOnPause(recording_fn(calls), model=_AlwaysSpeechModel())
+    FakeContext(handler)
+    handler.idle_wait_s = 0.0
+    rng = np.random.default_rng(7)
+    block = (rng.normal(0, 3000, 960 * 50)).astype(np.int16)  # 1 s of noise, reused
+    held_max = 0
+    for _ in range(600):  # seconds
+        for k in range(50):
+            handler.receive((48000, block[k * 960 : (k + 1) * 960].reshape(1, -1)))
+            while handler.state != "listening":
+                handler.emit()
+        held = sum(samples.nbytes for _, samples in handler._frames)
+        held_max = max(held_max, held)
+    assert 9 <= len(calls.audio) <= 10, f"{len(calls.audio)} forced turns in 10 minutes"
+    assert all(audio.shape[1] <= 60.05 * 48000 for _, audio in calls.audio)
+    bound = 61 * 48000 * 2
+    assert held_max <= bound, f"the utterance buffer held {held_max / 1e6:.1f} MB"

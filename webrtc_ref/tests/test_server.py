@@ -607,3 +607,76 @@ async def test_leftover_outputs_are_served_to_their_session_only(servers: Any, p
         0.0,
     )
     assert server.pop_additional_outputs(peer.webrtc_id, owner="mine") is None
+
+
+# -- the worker contract -----------------------------------------------------------------
+
+
+async def test_a_worker_shutdown_cannot_free_is_left_behind_and_holds_nothing(
+    servers: Any, peers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """emit blocks on an Event that shutdown() does not set: the connection is released
+    anyway (slot, peer connection), the worker is logged once and counted as stuck, and
+    it leaves when its call finally returns."""
+    release = threading.Event()
+
+    class Stubborn(StreamHandler):
+        def receive(self, frame: tuple[int, np.ndarray]) -> None:
+            pass
+
+        def emit(self) -> None:
+            release.wait(30)
+
+        def copy(self) -> Stubborn:
+            return Stubborn()
+
+    server = servers(mode="send-receive", modality="audio", handler=Stubborn())
+    peer = peers(send=ToneAudioTrack(440.0))
+    assert (await peer.connect(server.offer))["type"] == "answer"
+    await peer.wait_connected()
+    connection = server.connection(peer.webrtc_id)
+    with caplog.at_level("WARNING", logger="webrtc_ref.runner"):
+        started = time.monotonic()
+        await server.close(peer.webrtc_id, "client_closed")
+        took = time.monotonic() - started
+    assert len(server) == 0 and connection.pc.connectionState == "closed"
+    assert took < 3.0, f"closing waited {took:.1f} s for the stuck worker"
+    warnings = [r.getMessage() for r in caplog.records if "left behind" in r.getMessage()]
+    assert len(warnings) == 1 and "Stubborn" in warnings[0], warnings
+    assert server.stats().stuck_workers == 1
+    release.set()
+    await async_wait_until(lambda: server.stats().stuck_workers == 0, 5, "the worker to leave")
+
+
+async def test_shutdown_unblocks_any_primitive_and_nothing_is_left(
+    servers: Any, peers: Any
+) -> None:
+    """The documented pattern: emit waits on an Event, shutdown() sets it; the close is
+    quick and no worker is left behind."""
+
+    class Waiting(StreamHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ready = threading.Event()
+
+        def receive(self, frame: tuple[int, np.ndarray]) -> None:
+            pass
+
+        def emit(self) -> None:
+            self.ready.wait()
+
+        def shutdown(self) -> None:
+            self.ready.set()
+
+        def copy(self) -> Waiting:
+            return Waiting()
+
+    server = servers(mode="send-receive", modality="audio", handler=Waiting())
+    peer = peers(send=ToneAudioTrack(440.0))
+    assert (await peer.connect(server.offer))["type"] == "answer"
+    await peer.wait_connected()
+    started = time.monotonic()
+    await server.close(peer.webrtc_id, "client_closed")
+    assert time.monotonic() - started < 1.5
+    assert server.stats().stuck_workers == 0
+    await async_wait_until(lambda: not our_threads(), 5, "the workers to end")
