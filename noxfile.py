@@ -199,7 +199,17 @@ def lint(session: nox.Session) -> None:
     session.install("-e", ".", "ruff>=0.6", "mypy>=1.10")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("mypy", "webrtc_ref", "fixtures", "conformance/bench")
+    session.run(
+        "mypy",
+        "webrtc_ref",
+        "fixtures",
+        "conformance/bench",
+        "conformance/adapters",
+        "conformance/plugin.py",
+        "conformance/wire.py",
+        "conformance/gradio_http.py",
+        "conformance/helpers.py",
+    )
 
 
 @nox.session

@@ -25,6 +25,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
 import gradio as gr
+import gradio.component_meta as component_meta
 from gradio.blocks import Block
 from gradio.components.base import server
 from gradio.events import Dependency
@@ -292,6 +293,13 @@ async def _client_of(request: Any) -> Client:
     )
 
 
+# Gradio writes a ``.pyi`` stub beside the source of every component class it sees
+# defined. Importing this package must leave the source tree untouched (it may be
+# read-only, or shared), so the stub writer is switched off while WebRTC is defined.
+_write_stub = component_meta.create_or_modify_pyi
+component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
+
+
 class WebRTC(gr.HTML):
     """Stream audio or video between the browser and Python over WebRTC.
 
@@ -420,7 +428,6 @@ class WebRTC(gr.HTML):
 
         # Private state first: Gradio inspects attributes while constructing.
         self._server: StreamServer | None = None
-        self._generation = 0
         self._origin = _stream_origin
         self._root: Any = None  # the gr.Blocks of the stream event (for show_error)
         self.max_offer_bytes = max_offer_bytes
@@ -599,13 +606,17 @@ class WebRTC(gr.HTML):
         Other inputs reach the stream through the ``tick`` event (on the server's request
         and periodically for video) and through their own ``change`` events.
 
-        Calling ``stream`` again replaces the stream: a new server handles later offers,
-        and the listeners registered by earlier calls do nothing any more (connections
-        already open keep running until they end).
+        A component has one stream: calling ``stream`` a second time on it raises
+        ``ValueError`` (use another ``WebRTC`` component for another stream).
 
         Returns:
             the ``tick`` dependency that delivers the inputs to the stream.
         """
+        if self._server is not None or self._origin is not None:
+            raise ValueError(
+                "stream() was already called on this WebRTC component; a component has one "
+                "stream. Create another WebRTC component for another stream."
+            )
         mode = _one_of("mode", self.mode, MODES)
         modality = _one_of("modality", self.modality, MODALITIES)
         inputs_list = _component_list("inputs", inputs)
@@ -673,12 +684,9 @@ class WebRTC(gr.HTML):
         self.concurrency_limit = limit
         self.time_limit = effective_time_limit
         self.props["time_limit"] = effective_time_limit
-        self._generation += 1
-        generation = self._generation
 
         def set_input(request: gr.Request, webrtc_id: str | None, *args: Any) -> None:
-            if generation == self._generation:
-                self._session_set_input(_session_of(request), webrtc_id, *args)
+            self._session_set_input(_session_of(request), webrtc_id, *args)
 
         if mode == "receive":
             assert trigger is not None
@@ -839,3 +847,6 @@ class WebRTC(gr.HTML):
             queue=queue,
             trigger_mode="always_last",
         )
+
+
+component_meta.create_or_modify_pyi = _write_stub

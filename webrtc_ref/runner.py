@@ -392,6 +392,14 @@ class _Doorbell:
 class _AudioSink:
     """Frames handler audio for the outbound track (or discards it in send mode).
 
+    Producers (the emit or generator worker) call :meth:`push`, :meth:`idle` and
+    :meth:`flush`. The last partial frame of a burst (under 20 ms, plus the resampler's
+    delay) is held back until more audio comes or the burst is over; it is over when the
+    producer says so (``idle``, ``flush``) or when the track runs dry while the producer
+    is busy elsewhere (a blocking ``emit``, a generator waiting on a model): the track
+    then calls :meth:`tail_due` on the event loop, which flushes the tail without waiting
+    (the track's queue is empty, so there is room). A lock keeps the two sides in order.
+
     It knows its runner only by the runner's ``stopping`` event and log tag: no reference
     cycle ties the resampler (an FFmpeg filter graph with threads of its own) to the
     runner, so it is freed as soon as the runner is.
@@ -407,6 +415,10 @@ class _AudioSink:
         self._last_push = 0.0
         self._warned = False
         self._discard = threading.Event()
+        self._lock = threading.Lock()
+        self._busy = False  # a producer is between framing and handing frames over
+        if track is not None:
+            track.on_underrun = self.tail_due
 
     def discard(self) -> None:
         """Drop audio not yet handed to the track (any thread; barge-in)."""
@@ -414,12 +426,16 @@ class _AudioSink:
 
     def close(self) -> None:
         """Forget the track (the connection is gone); later pushes are dropped silently."""
-        self._warned = True
-        self._track = None
-        # a fresh framer holds no resampler: the old one's filter graph goes now
-        self._framer = AudioOutputFramer(sample_rate=OUTPUT_RATE, layout=OUTPUT_LAYOUT)
+        with self._lock:
+            self._warned = True
+            if self._track is not None:
+                self._track.on_underrun = None
+            self._track = None
+            # a fresh framer holds no resampler: the old one's filter graph goes now
+            self._framer = AudioOutputFramer(sample_rate=OUTPUT_RATE, layout=OUTPUT_LAYOUT)
 
     def _take_discard(self) -> bool:
+        """Reset the framer if a discard was asked for (call with the lock held)."""
         if not self._discard.is_set():
             return False
         self._discard.clear()
@@ -435,32 +451,76 @@ class _AudioSink:
                     self._tag,
                 )
             return
-        self._take_discard()
-        self._send(self._framer.push(media))
-        self._last_push = time.monotonic()
+        with self._lock:
+            self._take_discard()
+            frames = self._framer.push(media)
+            self._busy = True
+        try:
+            self._send(frames)
+        finally:
+            with self._lock:
+                self._busy = False
+                self._last_push = time.monotonic()
 
     def idle(self) -> None:
         """Nothing new from the handler: flush a held-back tail once a frame period passed."""
-        self._take_discard()
-        if (
-            self._track is not None
-            and self._framer.pending_samples
-            and time.monotonic() - self._last_push >= FRAME_PERIOD
-        ):
-            self._send(self._framer.flush())
+        with self._lock:
+            self._take_discard()
+            due = (
+                self._track is not None
+                and self._framer.pending_samples
+                and time.monotonic() - self._last_push >= FRAME_PERIOD
+            )
+            frames = self._framer.flush() if due else []
+            self._busy = bool(frames)
+        if frames:
+            try:
+                self._send(frames)
+            finally:
+                with self._lock:
+                    self._busy = False
 
     def flush(self) -> None:
-        if self._track is not None:
-            self._send(self._framer.flush())
+        with self._lock:
+            frames = self._framer.flush() if self._track is not None else []
+            self._busy = bool(frames)
+        if frames:
+            try:
+                self._send(frames)
+            finally:
+                with self._lock:
+                    self._busy = False
+
+    def tail_due(self) -> None:
+        """The track ran dry (event loop; never blocks): flush a held-back tail if the
+        producer is not handing frames over and its last push is a frame period old."""
+        with self._lock:
+            track = self._track
+            if (
+                track is None
+                or self._busy
+                or not self._framer.pending_samples
+                or time.monotonic() - self._last_push < FRAME_PERIOD
+            ):
+                return
+            if self._take_discard():
+                return
+            for frame in self._framer.flush():
+                if not track.push(frame, timeout=0):
+                    break
 
     def _send(self, frames: list[av.AudioFrame]) -> None:
-        assert self._track is not None
+        track = self._track
+        if track is None:
+            return
         for frame in frames:
-            while not self._track.push(frame, timeout=0.25):
-                if self._stopping.is_set() or self._track.readyState != "live":
+            while not track.push(frame, timeout=0.25):
+                if self._stopping.is_set() or track.readyState != "live":
                     return
-            if self._take_discard():
-                self._track.clear()
+            if self._discard.is_set():
+                with self._lock:
+                    self._take_discard()
+                track.clear()
                 return
 
 

@@ -18,13 +18,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import fractions
+import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+log = logging.getLogger("webrtc_ref.tracks")
 
 VIDEO_CLOCK_RATE = 90_000
 #: Silent frames sent after the last queued audio frame (100 ms).
@@ -149,9 +153,13 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._pts = 0
         self._rate: int | None = None
         self.frames_sent = 0
+        #: Called on the event loop when the sender wants a frame and none is queued
+        #: (the producer may then hand over a held-back tail; must not block).
+        self.on_underrun: Callable[[], None] | None = None
 
     def push(self, frame: av.AudioFrame, timeout: float | None = None) -> bool:
-        """Queue one frame (thread-safe; blocks while the buffer is full)."""
+        """Queue one frame (thread-safe; blocks while the buffer is full; ``timeout=0``
+        never blocks)."""
         return self._queue.put(frame, timeout)
 
     def clear(self) -> int:
@@ -175,6 +183,12 @@ class OutboundAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         frame: Any = self._queue.pop_nowait()
+        if frame is None and self.on_underrun is not None:
+            try:
+                self.on_underrun()
+            except Exception:
+                log.exception("flushing the tail of the audio output failed")
+            frame = self._queue.pop_nowait()
         queued = frame is not None
         if frame is None:
             frame = await self._next_or_silence()

@@ -507,25 +507,16 @@ def test_stream_passes_has_inputs_and_server_ice() -> None:
     assert b.stream_server.spec.has_inputs is True  # type: ignore[union-attr]
 
 
-def test_stream_twice_replaces_the_server() -> None:
-    """The last ``stream()`` wins; listeners of earlier calls no longer reach any server."""
-    calls: list[tuple[str, str, list[Any]]] = []
-    with gr.Blocks() as demo:
-        w, s = WebRTC(), gr.Slider()
-        w.stream(video_fn, inputs=[w, s], outputs=[w])
-        first = w.stream_server
+def test_stream_twice_is_refused() -> None:
+    """A component has one stream: a second stream() raises, naming what to do, and the
+    first stream is untouched."""
+    with gr.Blocks():
+        w = WebRTC()
         w.stream(video_fn, inputs=[w], outputs=[w])
-        second = w.stream_server
-    assert first is not second
-    for name, server in (("first", first), ("second", second)):
-        server.set_input = (  # type: ignore[union-attr, method-assign]
-            lambda webrtc_id, args, name=name, owner=None: calls.append((name, webrtc_id, args))
-        )
-    old_tick, new_tick = listeners(demo, w, "tick")
-    old_tick.fn(None, "id1", 0.5)
-    assert calls == []
-    new_tick.fn(None, "id1")
-    assert calls == [("second", "id1", [])]
+        first = w.stream_server
+        with pytest.raises(ValueError, match=r"already called.*another WebRTC component"):
+            w.stream(video_fn, inputs=[w], outputs=[w])
+    assert w.stream_server is first
 
 
 def test_set_input_forwards_and_ignores_non_ids() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,19 @@ def test_demo_serves_page(name: str) -> None:
     with launched(app) as url, urllib.request.urlopen(url + "/", timeout=10) as response:
         assert response.status == 200
         assert b"<html" in response.read(4096).lower()
+
+
+def test_importing_the_package_writes_nothing_into_the_source_tree() -> None:
+    """Gradio writes a .pyi stub beside each component class it sees defined; webrtc_ref
+    switches that off, so its source tree may be read-only."""
+    import webrtc_ref.component as component_module
+
+    stub = Path(component_module.__file__).with_suffix(".pyi")
+    stub.unlink(missing_ok=True)  # a stub left by an older version
+    subprocess.run(
+        [sys.executable, "-c", "import webrtc_ref.component, webrtc_ref.demos"],
+        check=True,
+        capture_output=True,
+    )
+    assert not stub.exists(), f"importing webrtc_ref wrote {stub}"
+    assert not list(Path(component_module.__file__).parent.glob("**/*.pyi"))

@@ -680,3 +680,41 @@ async def test_shutdown_unblocks_any_primitive_and_nothing_is_left(
     assert time.monotonic() - started < 1.5
     assert server.stats().stuck_workers == 0
     await async_wait_until(lambda: not our_threads(), 5, "the workers to end")
+
+
+async def test_a_blocking_emit_gets_its_tail_flushed(servers: Any, peers: Any) -> None:
+    """The guide's blocking emit (Queue.get) returns one 30 ms chunk at 24 kHz, then blocks:
+    all 30 ms are played at once, not held back until the next chunk."""
+    import queue as queue_module
+
+    chunks: queue_module.Queue[Any] = queue_module.Queue()
+
+    class OneShot(StreamHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.queue = chunks
+
+        def receive(self, frame: tuple[int, np.ndarray]) -> None:
+            pass
+
+        def emit(self) -> Any:
+            return self.queue.get()
+
+        def copy(self) -> OneShot:
+            return OneShot()
+
+    server = servers(mode="send-receive", modality="audio", handler=OneShot())
+    peer = peers(send=ToneAudioTrack(440.0))
+    assert (await peer.connect(server.offer))["type"] == "answer"
+    track = await peer.wait_remote()
+    chunks.put((24000, tone(700.0, 0.03, sample_rate=24000).reshape(1, -1)))
+    loud = 0
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        try:
+            frame = await asyncio.wait_for(track.recv(), 0.5)
+        except asyncio.TimeoutError:
+            break
+        data = frame.to_ndarray().astype(np.float64) / 32768
+        loud += int(np.sum(np.abs(data.reshape(-1, 2)[:, 0]) > 0.05))
+    assert loud / 48000 == pytest.approx(0.03, abs=0.005), f"{loud / 48:.1f} ms arrived"
