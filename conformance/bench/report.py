@@ -33,6 +33,7 @@ PLOT_FILES: dict[str, str] = {
     "video_slow": "video_slow.png",
     "turns": "turns.png",
     "capacity": "capacity.png",
+    "soak": "soak.png",
 }
 #: The turn latency target drawn on the turns plot (seconds).
 TURN_TARGET_S = 0.6
@@ -717,6 +718,48 @@ def _section_hostile(results: dict[str, Any], png_names: dict[str, str]) -> list
     return lines
 
 
+def _section_soak(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    lines = [
+        "## Long soak",
+        "",
+        "Echo sessions connect, stream for 1-6 s and leave, over and over, several at "
+        "once; the server process's resident memory, OS threads and open file descriptors "
+        "are read from `/proc` every few seconds. The target is flat: a closed session "
+        "leaves nothing behind. Run for webrtc_ref only (it takes its full duration).",
+        "",
+    ]
+    missing = _missing(results, "soak")
+    if missing:
+        return lines + missing
+    lines += _figure_table(
+        results,
+        "soak",
+        [
+            _Column("Sessions", lambda e: _int(e.get("sessions"))),
+            _Column("Duration", lambda e: _duration(e.get("duration_s"))),
+            _Column("Cycles", lambda e: _int(e.get("cycles"))),
+            _Column("Errors", lambda e: _int(e.get("error_count"))),
+            _Column("RSS growth", lambda e: _mb(e.get("rss_growth_mb"))),
+            _Column("… second half", lambda e: _mb(e.get("rss_second_half_growth_mb"))),
+            _Column(
+                "Threads first → last",
+                lambda e: f"{_int(e.get('threads_first'))} → {_int(e.get('threads_last'))}",
+            ),
+            _Column(
+                "fds first → last",
+                lambda e: f"{_int(e.get('fds_first'))} → {_int(e.get('fds_last'))}",
+            ),
+        ],
+        with_floor=False,
+    )
+    return lines + _image(png_names, "soak", "Long soak: RSS, threads and fds over time")
+
+
+def _mb(value: Any) -> str:
+    number = _num(value)
+    return "n/a" if number is None else f"{number:+.1f} MB"
+
+
 _SECTIONS: tuple[Callable[[dict[str, Any], dict[str, str]], list[str]], ...] = (
     _section_audio,
     _section_video,
@@ -727,6 +770,7 @@ _SECTIONS: tuple[Callable[[dict[str, Any], dict[str, str]], list[str]], ...] = (
     _section_isolation,
     _section_setup,
     _section_hostile,
+    _section_soak,
 )
 _FIGURE_KEYS: tuple[str, ...] = (
     "audio_echo",
@@ -738,6 +782,7 @@ _FIGURE_KEYS: tuple[str, ...] = (
     "isolation",
     "setup",
     "hostile",
+    "soak",
 )
 
 
@@ -1057,6 +1102,48 @@ def _plot_capacity(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def _plot_soak(results: dict[str, Any], path: Path) -> bool:
+    colours = _colours(results)
+    series = []
+    for name in _series(results, "soak"):
+        samples = [s for s in _list(results["soak"][name].get("samples")) if isinstance(s, dict)]
+        points: list[tuple[float, float, float, float]] = []
+        for sample in samples:
+            values = [_num(sample.get(k)) for k in ("t_s", "rss_kb", "threads", "fds")]
+            if all(v is not None for v in values):
+                t, rss, threads, fds = (float(v) for v in values)  # type: ignore[arg-type]
+                points.append((t, rss, threads, fds))
+        if points:
+            series.append((name, points))
+    if not series:
+        return False
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(_FIGSIZE[0], _FIGSIZE[1] * 1.8), sharex=True)
+    labels = ("RSS (MB)", "OS threads", "open fds")
+    for name, points in series:
+        minutes = [t / 60 for t, *_ in points]
+        curves = (
+            [rss / 1024 for _, rss, _, _ in points],
+            [threads for _, _, threads, _ in points],
+            [fds for *_, fds in points],
+        )
+        for ax, ys in zip(axes, curves, strict=True):
+            ax.plot(
+                minutes, ys, color=colours.get(name), label=_label(results, name), linewidth=1.4
+            )
+    for ax, label in zip(axes, labels, strict=True):
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        _, high = ax.get_ylim()
+        ax.set_ylim(0, max(high * 1.1, 1))
+    axes[-1].set_xlabel("minutes")
+    axes[0].set_title("Long soak: echo sessions churning, the server process sampled")
+    axes[0].legend(fontsize="small", loc="lower right")
+    _save(fig, path)
+    return True
+
+
 def make_plots(
     results: dict[str, Any], png_dir: Path, md_dir: Path | None = None
 ) -> dict[str, str]:
@@ -1081,6 +1168,7 @@ def make_plots(
             results, "turns", "latencies_s", "Turn latency (ReplyOnPause)", p, TURN_TARGET_S
         ),
         "capacity": lambda p: _plot_capacity(results, p),
+        "soak": lambda p: _plot_soak(results, p),
     }
     written: dict[str, str] = {}
     for key, maker in makers.items():

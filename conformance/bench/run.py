@@ -124,6 +124,11 @@ class Plan:
     quiet_wait_s: float = 20.0
     #: Offers posted per hostile class.
     hostile_repeats: int = 10
+    #: The long soak: this many echo sessions churn for ``soak_s`` seconds, sampled every
+    #: ``soak_sample_s``.
+    soak_sessions: int = 8
+    soak_s: float = 600.0
+    soak_sample_s: float = 10.0
 
 
 FULL = Plan(
@@ -161,6 +166,9 @@ QUICK = Plan(
     setup_trials=2,
     quiet_wait_s=5.0,
     hostile_repeats=3,
+    soak_sessions=4,
+    soak_s=30.0,
+    soak_sample_s=3.0,
 )
 
 
@@ -249,6 +257,10 @@ class Target:
         """The server loop's worst lateness since the last call (seconds)."""
         return None
 
+    async def resources(self) -> dict[str, int]:
+        """The server process's OS threads, open fds and RSS (KiB)."""
+        raise NotImplementedError
+
     def cpu_s(self) -> float:
         return process_cpu_s(self.pid)
 
@@ -317,6 +329,8 @@ class ImplTarget(Target):
         return [(int(s), float(t)) for s, t in (await self.command("markers"))["markers"]]
 
     def supports(self, kind: str) -> bool:
+        if kind == "soak":
+            return self.name in SOAK_IMPLS
         return kind == "gradio" or kind in self.streams
 
     async def post_offer(self, kind: str, body: Any, session: str) -> Any:
@@ -325,6 +339,10 @@ class ImplTarget(Target):
     async def stall(self) -> float | None:
         value = (await self.command("stall"))["stall_s"]
         return None if value is None else float(value)
+
+    async def resources(self) -> dict[str, int]:
+        reply = await self.command("resources")
+        return {key: int(reply[key]) for key in ("threads", "fds", "rss_kb")}
 
     def _wire(self, kind: str) -> Any:
         from conformance.adapters import Scenario, Served, ServedStream
@@ -983,6 +1001,65 @@ async def hostile(target: Target, plan: Plan) -> dict[str, Any]:
     }
 
 
+#: Implementations the long soak runs for by default (it takes ``Plan.soak_s`` each).
+SOAK_IMPLS: tuple[str, ...] = ("webrtc_ref",)
+
+
+async def soak(target: Target, plan: Plan) -> dict[str, Any]:
+    """``soak_sessions`` echo sessions connect, stream for 1-6 s and leave, over and over,
+    for ``soak_s`` seconds; the server's OS threads, fds and RSS are sampled every
+    ``soak_sample_s``. A flat curve means a closed session leaves nothing behind."""
+    import random
+
+    rng = random.Random(7)
+    samples: list[dict[str, float]] = []
+    errors: list[str] = []
+    cycles = 0
+    started = time.monotonic()
+    stop_at = started + plan.soak_s
+
+    async def lane() -> None:
+        nonlocal cycles
+        while time.monotonic() < stop_at:
+            link = await target.open("echo", timestamp_track())
+            if link.error is not None:
+                errors.append(link.error)
+            else:
+                await asyncio.sleep(rng.uniform(1.0, 6.0))
+            await link.close()
+            cycles += 1
+
+    async def sampler() -> None:
+        while True:
+            sample: dict[str, float] = {"t_s": time.monotonic() - started}
+            sample.update(await target.resources())
+            samples.append(sample)
+            if time.monotonic() >= stop_at:
+                return
+            await asyncio.sleep(plan.soak_sample_s)
+
+    await asyncio.gather(sampler(), *(lane() for _ in range(plan.soak_sessions)))
+    await asyncio.sleep(2.0)  # the last sessions' closing
+    final = {"t_s": time.monotonic() - started, **(await target.resources())}
+    samples.append(final)
+    half = [s for s in samples if s["t_s"] >= plan.soak_s / 2]
+    first = samples[0]
+    return {
+        "sessions": plan.soak_sessions,
+        "duration_s": plan.soak_s,
+        "cycles": cycles,
+        "samples": samples,
+        "errors": errors[:20],
+        "error_count": len(errors),
+        "rss_growth_mb": (final["rss_kb"] - first["rss_kb"]) / 1024,
+        "rss_second_half_growth_mb": (final["rss_kb"] - half[0]["rss_kb"]) / 1024 if half else None,
+        "threads_first": first["threads"],
+        "threads_last": final["threads"],
+        "fds_first": first["fds"],
+        "fds_last": final["fds"],
+    }
+
+
 FIGURES: dict[str, Callable[[Target, Plan], Awaitable[dict[str, Any]]]] = {
     "setup": setup,
     "audio_echo": audio_echo,
@@ -993,6 +1070,7 @@ FIGURES: dict[str, Callable[[Target, Plan], Awaitable[dict[str, Any]]]] = {
     "capacity": capacity,
     "cpu": cpu,
     "hostile": hostile,
+    "soak": soak,
 }
 #: The stream kinds each figure needs (a target lacking one reports the figure unsupported).
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -1005,6 +1083,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "capacity": ("echo",),
     "cpu": ("echo", "idle"),
     "hostile": ("echo", "gradio"),
+    "soak": ("echo", "soak"),
 }
 #: Figures measured after a warm-up connection (the first connection of a process pays for
 #: imports and codec set-up), with the kind it uses.

@@ -28,6 +28,8 @@ line per command line on stdin:
 - ``{"cmd": "markers"}`` -> ``{"markers": [[sent_sample, receive_time], ...]}``: the
   ``fixtures.timestamps`` markers found in the audio ``echo-timed`` received since the last
   call, each with the ``time.time()`` of the ``receive`` call holding its first sample;
+- ``{"cmd": "resources"}`` -> ``{"threads", "fds", "rss_kb"}``: the server process's OS
+  threads, open file descriptors and resident memory, from ``/proc``;
 - ``{"cmd": "stall"}`` -> ``{"stall_s": seconds or null}``: the longest the server's event
   loop was late (blocked) since the last call, measured by a 5 ms timer started on that
   loop by the first offer (``null`` before any offer);
@@ -221,6 +223,18 @@ class LoopStallMonitor:
 STALLS = LoopStallMonitor()
 
 
+def resources() -> dict[str, int]:
+    """This process's OS threads, open file descriptors and resident memory (KiB)."""
+    from pathlib import Path
+
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return {
+        "threads": int(fields["Threads"].strip()),
+        "fds": len(os.listdir("/proc/self/fd")),
+        "rss_kb": int(fields["VmRSS"].split()[0]),
+    }
+
+
 def _time_offers(webrtc_cls: type) -> None:
     """Wrap ``webrtc_cls.offer`` (the ``offer`` server function) to time it."""
     original = webrtc_cls.offer  # type: ignore[attr-defined]
@@ -317,6 +331,8 @@ def serve(impl: str, out: TextIO) -> None:
                     _answer(out, {"markers": markers(RECORDER.take())})
                 elif command == "stall":
                     _answer(out, {"stall_s": STALLS.take()})
+                elif command == "resources":
+                    _answer(out, resources())
                 else:
                     _answer(out, {"error": f"unknown command {command!r}"})
 

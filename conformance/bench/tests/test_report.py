@@ -131,6 +131,24 @@ def _results() -> dict[str, Any]:
             },
             "other": {"error": "RuntimeError: the live session did not start"},
         },
+        "soak": {
+            "webrtc_ref": {
+                "sessions": 8,
+                "duration_s": 600,
+                "cycles": 1400,
+                "error_count": 0,
+                "rss_growth_mb": 12.0,
+                "rss_second_half_growth_mb": 0.4,
+                "threads_first": 10,
+                "threads_last": 11,
+                "fds_first": 20,
+                "fds_last": 20,
+                "samples": [
+                    {"t_s": 0, "rss_kb": 200000, "threads": 10, "fds": 20},
+                    {"t_s": 600, "rss_kb": 212000, "threads": 11, "fds": 20},
+                ],
+            }
+        },
         "targets": [
             {"name": "Audio round trip p95", "target": "< 150 ms", "value": "80 ms", "met": True},
             {"name": "Turn p95", "target": "< 600 ms", "value": "n/a", "met": None},
@@ -167,6 +185,11 @@ def test_render_markdown_tables() -> None:
         "| other | n/a | n/a | n/a | n/a | RuntimeError: the live session did not start |" in page
     )
     assert "| `no_ice` | 12 ms | 14 ms | 10 ms | invalid_offer ×3 |" in page
+    # The long soak: growth over the run and over its second half, resources first -> last.
+    assert (
+        "| webrtc_ref | 8 | 10 min 0 s | 1400 | 0 | +12.0 MB | +0.4 MB | 10 → 11 | 20 → 20 |"
+        in page
+    )
 
 
 def test_render_markdown_survives_empty_and_odd_results() -> None:
@@ -187,7 +210,7 @@ def test_make_plots_and_cli(tmp_path: Path) -> None:
     names = report.make_plots(results, png_dir)
 
     # video_echo is absent: no plot for it.
-    assert set(names) == {"audio_rt", "video_slow", "turns", "capacity"}
+    assert set(names) == {"audio_rt", "video_slow", "turns", "capacity", "soak"}
     for key, name in names.items():
         assert name == f"benchmarks/{report.PLOT_FILES[key]}"
         path = tmp_path / "docs" / name
