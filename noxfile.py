@@ -66,7 +66,8 @@ def tests(session: nox.Session) -> None:
 #: demand, e.g. nox -s "conformance(impl='fastrtc')", then nox -s conformance_report.
 CONFORMANCE_IMPLS: dict[str, list[str] | None] = {
     "webrtc_ref": None,
-    # the anchor: its user guide is our spec; it needs a Gradio 5 that awaits async server fns
+    # gradio_webrtc 0.0.16: its user guide is our spec; it needs a Gradio 5 that awaits async
+    # server fns
     "gradio_webrtc": ["gradio_webrtc==0.0.16", "gradio==5.8.0", "requests"],
     # the last gradio_webrtc release; fails to import on later Gradio 5 (wasm_utils)
     "gradio_webrtc-0.0.31": ["gradio_webrtc==0.0.31", "gradio==5.9.1", "requests"],

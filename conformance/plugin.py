@@ -305,7 +305,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """Do not let an implementation's stuck threads keep the run from ending.
 
     Some implementations leave threads blocked forever (gradio_webrtc's emit threads in a
-    thread pool, anchor defect B4); the interpreter would wait for them at exit (thread
+    thread pool); the interpreter would wait for them at exit (thread
     pools are joined at exit even when their threads are daemons). After a grace period
     the run exits with its own status instead, saying so. Runs last, after every other
     plugin has finished.

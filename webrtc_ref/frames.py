@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: Duration of every audio block given to handlers and of every audio frame sent out.
-#: 20 ms, because aiortc's Opus packetiser loses audio from longer frames (anchor defect B20).
+#: 20 ms, because longer frames lose audio in aiortc's Opus packetiser.
 AUDIO_FRAME_MS = 20
 
 _AUDIO_DTYPES = (np.dtype(np.int16), np.dtype(np.float32), np.dtype(np.float64))
@@ -94,82 +94,99 @@ def _describe(value: object) -> str:
     return f"{type(value).__name__} {text}"
 
 
-class _ResamplerChain:
-    """One ``av.AudioResampler`` per input format, to s16 packed at a fixed output rate.
+def _remix(samples: np.ndarray, channels: int) -> np.ndarray:
+    """Planar ``(c, n)`` samples, ``c`` 1 or 2, as planar ``(channels, n)`` samples.
 
-    Returns the resampled audio as planar int16 ``(channels, n)`` arrays. When the input format
-    (the ``key``) changes, the old resampler is drained first, so the samples held in its
-    filter delay are not lost. Draining ends the current resampler (PyAV's resamplers cannot
-    be fed after a flush); the next frame starts a fresh one. Input frames are not modified
-    (aiortc may share them between consumers).
+    The one channel-count change of this module, used both ways (the resamplers never change
+    the channel count). Stereo -> mono is the mean of L and R: rounded half to even for int16
+    samples, in their own dtype for float samples. Mono -> stereo duplicates the channel at
+    full level (libswresample would pan it at -3 dB). ``samples`` itself is returned when it
+    already has ``channels`` channels.
+    """
+    if samples.shape[0] == channels:
+        return samples
+    if channels == 2:
+        return np.repeat(samples, 2, axis=0)
+    if samples.dtype == np.int16:
+        mean = np.add(samples[0], samples[1], dtype=np.float32)  # exact: |L + R| < 2**24
+        mean *= 0.5
+        return np.rint(mean).astype(np.int16)[None, :]
+    return ((samples[0] + samples[1]) * 0.5)[None, :]
 
-    Draining first pushes silence through the filter, then cuts the output to exactly
-    ``round(samples_in * rate_out / rate_in)`` samples: libswresample's own flush returns
-    nothing at all for inputs shorter than its filter (a few ms), and ±1 sample otherwise.
+
+def _s16_planar(frame: av.AudioFrame) -> np.ndarray:
+    """A packed s16 frame's samples as planar int16 ``(channels, n)``: a read-write view of
+    the frame's buffer, without ``to_ndarray``'s copy. Only for frames no one else holds."""
+    channels = frame.layout.nb_channels
+    flat = np.frombuffer(memoryview(frame.planes[0]), np.int16, frame.samples * channels)
+    return flat.reshape(-1, channels).T
+
+
+class _Resampler:
+    """PyAV ``AudioResampler`` s to packed s16 at ``rate``, one per input format in turn.
+
+    The caller names the output layout, with the input's channel count (see :func:`_remix`).
+    A frame in another format, layout or rate drains the current resampler first, so the
+    samples still in its filter delay are not lost: PyAV's resamplers cannot be fed after a
+    flush, nor with another format. Input frames are not modified (aiortc may share them).
+
+    Draining pushes 20 ms of silence before ``resample(None)`` and keeps, in all, exactly
+    ``round(samples_in * rate / rate_in)`` samples from this resampler. The flush alone is not
+    exact, measured with PyAV 18.1 (with or without ``frame_size``): an input shorter than
+    about the filter gives nothing at all (10 samples at 8 kHz -> 24 kHz: 0 of 30; 39 samples
+    at 48 -> 24 kHz: 0 of 20; 100 samples at 48 -> 8 kHz: 0 of 17) and a slightly longer
+    one too little (28 samples at 8 -> 48 kHz: 156 of 168); a long input at a ratio that is
+    not whole gives one sample more than the rounded count (441 samples at 8 -> 44.1 kHz:
+    2432 for 2431.0).
     """
 
     def __init__(self, rate: int) -> None:
         self._rate = rate
-        self._key: tuple[object, ...] | None = None
         self._resampler: av.AudioResampler | None = None
-        self._template: tuple[str, str, int] = ("s16", "mono", rate)  # input fmt, layout, rate
+        self._key: tuple[str, str, int] = ("", "", 0)  # input format, layout and rate
         self._samples_in = 0
         self._samples_out = 0
-
-    @property
-    def key(self) -> tuple[object, ...] | None:
-        """The input format the current resampler was set up for (None: no resampler)."""
-        return self._key
-
-    def resample(
-        self, frame: av.AudioFrame, key: tuple[object, ...], layout: str
-    ) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        if self._resampler is not None and key != self._key:
-            out.extend(self.drain())
-        if self._resampler is None:
-            self._resampler = av.AudioResampler(format="s16", layout=layout, rate=self._rate)
-            self._key = key
-            self._template = (frame.format.name, frame.layout.name, frame.sample_rate)
-        self._samples_in += frame.samples
-        return out + self._collect(self._resampler.resample(frame))
-
-    def drain(self) -> list[np.ndarray]:
-        resampler = self._resampler
-        if resampler is None:
-            return []
-        fmt, layout, rate = self._template
-        # Silence longer than the filter's delay (at most ~100 input samples, for 6:1).
-        silence = av.AudioFrame(format=fmt, layout=layout, samples=max(rate // 50, 256))
-        fill = b"\x80" if fmt.startswith("u8") else b"\x00"  # unsigned 8-bit is offset
-        for plane in silence.planes:
-            plane.update(fill * plane.buffer_size)
-        silence.sample_rate = rate
-        silence.pts = self._samples_in
-        silence.time_base = fractions.Fraction(1, rate)
-        out = self._collect(resampler.resample(silence) + resampler.resample(None))
-        got = sum(a.shape[1] for a in out)
-        wanted = round(self._samples_in * self._rate / rate) - (self._samples_out - got)
-        if out:
-            tail = np.concatenate(out, axis=1)[:, : max(0, wanted)]
-            out = [tail] if tail.shape[1] else []
-        self._resampler = None
-        self._key = None
-        self._samples_in = self._samples_out = 0
-        return out
 
     @property
     def held(self) -> int:
         """Output samples (per channel) still inside the current resampler's filter delay."""
         if self._resampler is None:
             return 0
-        rate_in = self._template[2]
-        return max(0, round(self._samples_in * self._rate / rate_in) - self._samples_out)
+        expected = round(self._samples_in * self._rate / self._key[2])
+        return max(0, expected - self._samples_out)
 
-    def _collect(self, frames: list[av.AudioFrame]) -> list[np.ndarray]:
-        arrays = [f.to_ndarray().reshape(-1, f.layout.nb_channels).T for f in frames]
-        self._samples_out += sum(f.samples for f in frames)
-        return arrays
+    def resample(self, frame: av.AudioFrame, layout: str) -> list[av.AudioFrame]:
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        drained = self.drain() if key != self._key else []
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="s16", layout=layout, rate=self._rate)
+            self._key = key
+        resampled = self._resampler.resample(frame)
+        self._samples_in += frame.samples
+        self._samples_out += sum(f.samples for f in resampled)
+        return drained + resampled
+
+    def drain(self) -> list[av.AudioFrame]:
+        """End the current resampler; return what it still held (at most one frame)."""
+        resampler, wanted = self._resampler, self.held
+        if resampler is None:
+            return []
+        fmt, layout, rate = self._key
+        self._resampler, self._key = None, ("", "", 0)
+        self._samples_in = self._samples_out = 0
+        if not wanted:
+            return []
+        silence = av.AudioFrame(format=fmt, layout=layout, samples=max(rate // 50, 256))
+        fill = b"\x80" if fmt.startswith("u8") else b"\x00"  # unsigned 8-bit is offset
+        for plane in silence.planes:
+            plane.update(fill * plane.buffer_size)
+        silence.sample_rate = rate
+        tail = av.AudioFifo()
+        for frame in resampler.resample(silence) + resampler.resample(None):
+            frame.pts = None
+            tail.write(frame)
+        rest = tail.read(wanted, partial=True)
+        return [] if rest is None else [rest]
 
 
 # --------------------------------------------------------------------------- audio in
@@ -183,13 +200,15 @@ class AudioInputConverter:
     Output: ``(sample_rate, ndarray int16)`` blocks of exactly 20 ms, i.e.
     ``n = sample_rate // 50`` samples per channel:
 
-    - ``layout="mono"``: shape ``(1, n)``; stereo input is downmixed to (L + R) / 2.
+    - ``layout="mono"``: shape ``(1, n)``; stereo input is downmixed to (L + R) / 2,
+      rounded half to even.
     - ``layout="stereo"``: shape ``(1, 2n)`` interleaved ``L0, R0, L1, R1, ...``
       (gradio_webrtc-compatible); mono input is duplicated to both channels.
 
     Each block is a new, writable array the handler may keep. Resampling (PyAV's
     ``AudioResampler``) adds a constant delay of at most one block when rates differ;
-    at equal rates a 20 ms input frame yields its block immediately.
+    at equal rates a 20 ms input frame yields its block immediately. Inputs with more than
+    two channels are folded to stereo by libswresample, which knows where each channel sits.
     """
 
     def __init__(self, sample_rate: int = 48000, layout: AudioLayout = "mono") -> None:
@@ -197,8 +216,8 @@ class AudioInputConverter:
         self.layout: AudioLayout = _check_layout_setting(layout)
         self.block_samples: int = audio_frame_samples(self.sample_rate)
         self._channels = _CHANNELS[self.layout]
-        self._chain = _ResamplerChain(self.sample_rate)
-        self._buffer = np.zeros((self._channels, 0), dtype=np.int16)  # planar
+        self._resampler = _Resampler(self.sample_rate)
+        self._fifo = av.AudioFifo()  # s16 packed at sample_rate, in the handler's layout
 
     def convert(self, frame: av.AudioFrame) -> list[tuple[int, np.ndarray]]:
         """Take one decoded frame; return the 0..n complete blocks now available, in order."""
@@ -208,49 +227,43 @@ class AudioInputConverter:
             return []
         if frame.sample_rate <= 0:
             raise ValueError(f"input audio frame has no sample rate: {frame!r}")
-        # A mono source for a stereo handler is duplicated here, at full level (libswresample
-        # would pan it at -3 dB); every other layout change is libswresample's downmix.
-        duplicate = self._channels == 2 and frame.layout.nb_channels == 1
-        target_layout = "mono" if duplicate else self.layout
-        key = (frame.format.name, frame.layout.name, frame.sample_rate)
-        pieces = [self._buffer]
-        direct = self._direct(frame)
-        if direct is not None:
-            pieces.extend(self._chain.drain())  # the input format changed: flush first
-            resampled = [direct]
+        channels = frame.layout.nb_channels
+        if frame.format.name == "s16" and frame.sample_rate == self.sample_rate and channels <= 2:
+            # Direct: packed s16 at the handler's rate (aiortc's Opus decoder) skips the
+            # resampler, at a fraction of its cost per 20 ms frame, which was most of what an
+            # idle connection cost. An exact block skips the fifo too.
+            for drained in self._resampler.drain():  # the input format changed: flush first
+                self._write(drained)
+            planar = frame.to_ndarray().reshape(-1, channels).T  # a new array, not aiortc's
+            packed = _remix(planar, self._channels).T.reshape(1, -1)
+            if frame.samples == self.block_samples and not self._fifo.samples:
+                return [(self.sample_rate, packed)]
+            self._write_array(packed)
         else:
-            resampled = self._chain.resample(frame, key, target_layout)
-        for samples in resampled:
-            if samples.shape[0] < self._channels:
-                samples = np.repeat(samples, self._channels, axis=0)  # mono -> L = R
-            pieces.append(samples)
-        buffer = np.concatenate(pieces, axis=1) if len(pieces) > 1 else self._buffer
-        n = self.block_samples
-        count = buffer.shape[1] // n
-        blocks = [
-            # (channels, n) planar -> (1, channels * n) interleaved, a new array per block
-            (self.sample_rate, buffer[:, i * n : (i + 1) * n].T.reshape(1, -1).copy())
-            for i in range(count)
-        ]
-        self._buffer = buffer[:, count * n :].copy()
+            # The resampler changes the format or the rate here, so it never hands back the
+            # input frame itself (which _write would modify).
+            layout = frame.layout.name if channels <= 2 else "stereo"
+            for resampled in self._resampler.resample(frame, layout):
+                self._write(resampled)
+        blocks = []
+        while (block := self._fifo.read(self.block_samples)) is not None:
+            # (1, channels * n) interleaved, in the buffer of a frame made for this block only
+            blocks.append((self.sample_rate, _s16_planar(block).T.reshape(1, -1)))
         return blocks
 
-    def _direct(self, frame: av.AudioFrame) -> np.ndarray | None:
-        """The frame as planar int16 ``(channels, n)`` without libswresample, when it is
-        packed ``s16`` mono or stereo at the output rate (what aiortc's Opus decoder gives);
-        else None. Within one LSB of the resampler (mono: (L + R) / 2, rounded half to even)
-        at a fraction of its cost per 20 ms frame, which was most of what an idle
-        connection cost."""
+    def _write(self, frame: av.AudioFrame) -> None:
+        """Queue one resampled frame (s16 packed at the handler's rate)."""
         channels = frame.layout.nb_channels
-        if frame.format.name != "s16" or frame.sample_rate != self.sample_rate:
-            return None
-        if channels not in (1, 2):
-            return None
-        planar = frame.to_ndarray().reshape(-1, channels).T  # packed -> (channels, n)
-        if channels == 2 and self._channels == 1:
-            total = planar[0].astype(np.int32) + planar[1]
-            return np.rint(total / 2).astype(np.int16)[None, :]
-        return planar
+        if channels != self._channels:
+            self._write_array(_remix(_s16_planar(frame), self._channels).T.reshape(1, -1))
+        else:
+            frame.pts = None  # the fifo checks pts continuity otherwise
+            self._fifo.write(frame)
+
+    def _write_array(self, packed: np.ndarray) -> None:
+        frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=self.layout)
+        frame.sample_rate = self.sample_rate
+        self._fifo.write(frame)
 
 
 # --------------------------------------------------------------------------- audio out
@@ -331,19 +344,12 @@ def parse_audio_output(item: object) -> tuple[int, np.ndarray, AudioLayout]:
     return int(rate), array, layout  # type: ignore[return-value]
 
 
-def _to_planar_float(array: np.ndarray, layout: AudioLayout, channels_out: int) -> np.ndarray:
-    """Validated output array -> C-contiguous float32 ``(channels_out, N)`` in [-1, 1]."""
-    if array.dtype == np.int16:
-        samples = array.astype(np.float32) / np.float32(32768)
-    else:
-        samples = np.clip(array, -1.0, 1.0).astype(np.float32)
-    if layout == "stereo" and samples.shape[0] == 1:
-        samples = samples.reshape(-1, 2).T  # interleaved L/R -> planar
-    if samples.shape[0] == 2 and channels_out == 1:
-        samples = samples.mean(axis=0, keepdims=True, dtype=np.float32)
-    elif samples.shape[0] == 1 and channels_out == 2:
-        samples = np.repeat(samples, 2, axis=0)
-    return np.ascontiguousarray(samples, dtype=np.float32)
+#: The packed sample format of each accepted output dtype.
+_PACKED_FORMATS: dict[np.dtype, str] = {
+    np.dtype(np.int16): "s16",
+    np.dtype(np.float32): "flt",
+    np.dtype(np.float64): "dbl",
+}
 
 
 class AudioOutputFramer:
@@ -354,12 +360,14 @@ class AudioOutputFramer:
     ``pts`` = samples emitted before it (the track may overwrite both for pacing).
 
     Input chunks are validated by :func:`parse_audio_output`; their rate, dtype and layout
-    may change from one chunk to the next (anchor defect B8). Channel changes are done first
-    (mono -> stereo duplicates; stereo -> mono averages), then PyAV's ``AudioResampler``
-    converts rate and format. When the input rate changes, the previous resampler is
-    drained first, so no samples are lost. :meth:`flush` ends an utterance: it drains the
-    resampler and zero-pads the last partial frame (anchor defect B9). Total output duration
-    equals the input's, plus less than one frame of padding per flush.
+    may change from one chunk to the next, and every chunk after such a change counts (it
+    used to be dropped). Channel changes are done first (mono -> stereo duplicates; stereo
+    -> mono averages), then PyAV's ``AudioResampler`` converts rate and format (float
+    samples are clipped to [-1, 1] there). When the input rate or dtype changes, the
+    previous resampler is drained first, so no samples are lost. :meth:`flush` ends an
+    utterance: it drains the resampler and zero-pads the last partial frame, so the end of
+    a reply does not wait in the resampler until the next one. Total output duration equals
+    the input's, plus less than one frame of padding per flush.
     """
 
     def __init__(self, sample_rate: int = 24000, layout: AudioLayout = "mono") -> None:
@@ -368,10 +376,9 @@ class AudioOutputFramer:
         self.frame_samples: int = audio_frame_samples(self.sample_rate)
         self._channels = _CHANNELS[self.layout]
         self._time_base = fractions.Fraction(1, self.sample_rate)
-        self._chain = _ResamplerChain(self.sample_rate)
-        self._in_pts = 0  # samples fed to the current resampler, at its input rate
+        self._resampler = _Resampler(self.sample_rate)
+        self._fifo = av.AudioFifo()  # s16 packed at sample_rate, in layout
         self._out_pts = 0  # samples emitted, at the output rate
-        self._buffer = np.zeros((self._channels, 0), dtype=np.int16)  # planar s16
 
     @property
     def pending_samples(self) -> int:
@@ -380,7 +387,7 @@ class AudioOutputFramer:
         Includes the few samples still inside the resampler's filter delay, so it is 0 exactly
         when :meth:`flush` would return nothing.
         """
-        return int(self._buffer.shape[1]) + self._chain.held
+        return self._fifo.samples + self._resampler.held
 
     def push(self, item: object) -> list[av.AudioFrame]:
         """Validate ``item`` (see :func:`parse_audio_output`) and return the full frames ready.
@@ -390,16 +397,15 @@ class AudioOutputFramer:
         rate, array, layout = parse_audio_output(item)
         if array.size == 0:
             return []
-        samples = _to_planar_float(array, layout, self._channels)
-        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=self.layout)
+        if layout == "stereo" and array.shape[0] == 1:
+            array = array.reshape(-1, 2).T  # interleaved L/R -> planar (a view)
+        packed = _remix(array, self._channels).T.reshape(1, -1)  # planar -> interleaved
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(packed), format=_PACKED_FORMATS[array.dtype], layout=self.layout
+        )
         frame.sample_rate = rate
-        key = (rate,)
-        if self._chain.key != key:
-            self._in_pts = 0  # the chain will start a new resampler
-        frame.pts = self._in_pts
-        frame.time_base = fractions.Fraction(1, rate)
-        self._in_pts += samples.shape[1]
-        self._append(self._chain.resample(frame, key, self.layout))
+        for resampled in self._resampler.resample(frame, self.layout):
+            self._write(resampled)
         return self._take_frames()
 
     def flush(self) -> list[av.AudioFrame]:
@@ -408,37 +414,27 @@ class AudioOutputFramer:
         The last partial frame is zero-padded to 20 ms. Returns ``[]`` when nothing is
         pending. The framer stays usable; the next :meth:`push` starts a new resampler.
         """
-        self._append(self._chain.drain())
-        self._in_pts = 0
-        frames = self._take_frames()
-        if self._buffer.shape[1]:
-            padding = np.zeros(
-                (self._channels, self.frame_samples - self._buffer.shape[1]), dtype=np.int16
-            )
-            self._buffer = np.concatenate([self._buffer, padding], axis=1)
-            frames.extend(self._take_frames())
-        return frames
+        for drained in self._resampler.drain():
+            self._write(drained)
+        partial = self._fifo.samples % self.frame_samples
+        if partial:
+            padding = np.zeros((1, (self.frame_samples - partial) * self._channels), np.int16)
+            frame = av.AudioFrame.from_ndarray(padding, format="s16", layout=self.layout)
+            frame.sample_rate = self.sample_rate
+            self._fifo.write(frame)
+        return self._take_frames()
 
-    def _append(self, resampled: list[np.ndarray]) -> None:
-        if resampled:
-            self._buffer = np.concatenate([self._buffer, *resampled], axis=1)
+    def _write(self, frame: av.AudioFrame) -> None:
+        frame.pts = None  # the fifo checks pts continuity otherwise
+        self._fifo.write(frame)
 
     def _take_frames(self) -> list[av.AudioFrame]:
-        n = self.frame_samples
-        count = self._buffer.shape[1] // n
         frames = []
-        for i in range(count):
-            packed = self._buffer[:, i * n : (i + 1) * n].T.reshape(1, -1)  # interleave
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(packed), format="s16", layout=self.layout
-            )
-            frame.sample_rate = self.sample_rate
+        while (frame := self._fifo.read(self.frame_samples)) is not None:
             frame.time_base = self._time_base
             frame.pts = self._out_pts
-            self._out_pts += n
+            self._out_pts += self.frame_samples
             frames.append(frame)
-        if count:
-            self._buffer = self._buffer[:, count * n :].copy()
         return frames
 
 
@@ -448,7 +444,7 @@ class AudioOutputFramer:
 def video_frame_to_array(frame: av.VideoFrame) -> np.ndarray:
     """Any ``av.VideoFrame`` (aiortc's VP8 decoder gives yuv420p) -> ``uint8 (H, W, 3)`` RGB.
 
-    The array is C-contiguous and writable. (The guide says RGB; gradio_webrtc gave BGR.)
+    The array is C-contiguous and writable. (RGB as documented; gradio_webrtc gave BGR.)
     """
     if not isinstance(frame, av.VideoFrame):
         raise TypeError(f"expected av.VideoFrame, got {type(frame).__name__}")
@@ -478,7 +474,10 @@ def array_to_video_frame(array: object) -> av.VideoFrame:
 
 
 def split_output(item: object) -> tuple[object | None, AdditionalOutputs | None]:
-    """Separate media from additional outputs in one handler output (anchor A7.1).
+    """Separate media from additional outputs in one handler output.
+
+    Values meant for other components are never sent as media, and media beside them is
+    not dropped.
 
     - ``None`` -> ``(None, None)``
     - ``AdditionalOutputs`` -> ``(None, ao)``

@@ -300,7 +300,9 @@ class _StreamingDetector:
 
 
 class _ChunkedDetector:
-    """gradio_webrtc 0.0.16's chunked algorithm (anchor A.10.4) on ``model.vad``."""
+    """gradio_webrtc 0.0.16's chunked algorithm on ``model.vad``: 0.6 s chunks, each scored
+    whole; the turn starts above ``started_talking_threshold`` seconds of speech and ends
+    on a chunk below ``speech_threshold``."""
 
     def __init__(
         self,
@@ -413,7 +415,8 @@ def _unwrap(fn: Any) -> Any:
 
 
 def _takes_extra_inputs(fn: Callable[..., Any]) -> bool:
-    """True if ``fn`` can take positional arguments after the audio (anchor: >1 parameter).
+    """True if ``fn`` can take positional arguments after the audio (gradio_webrtc's rule:
+    more than one parameter).
 
     Raises:
         TypeError: if ``fn`` cannot take the audio as a positional argument.
@@ -772,7 +775,8 @@ class ReplyOnPause(StreamHandler):
                 self._frames.append((start, samples))
                 events = self._detector.feed(mono, self._samples_in)
             except Exception as exc:
-                # Never silent, never "infinite speech" (gradio_webrtc's B12): say so, stop.
+                # Never silent and never "infinite speech" (a failing detector used to look
+                # like a user who never stops talking): say so once, then ignore audio.
                 self._vad_failed = True
                 self._detector = None
                 failure = exc

@@ -1,4 +1,5 @@
-"""The adapter for gradio_webrtc from PyPI (0.0.16 is the anchor; 0.0.31 the last release).
+"""The adapter for gradio_webrtc from PyPI (0.0.16, whose user guide is the spec; 0.0.31, the
+last release).
 
 Runs in its own venv with the Gradio 5 release it needs (see noxfile.py). Its
 ``ReplyOnPause`` downloads a Silero model from a model hub when constructed and accepts no
@@ -27,7 +28,7 @@ class GradioWebrtcAdapter(Adapter):
     }
     periodic_ticks = True
     tick_on_open = False
-    shared_state = True  # WebRTC.connections & co. are class attributes (anchor defect B6)
+    shared_state = True  # WebRTC.connections & co. are class attributes, shared by every app
 
     def ticks_on_open(self, scenario: Any) -> bool:
         # 0.0.16's client never does; later releases tick once the webcam is connected

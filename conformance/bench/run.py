@@ -81,13 +81,13 @@ CONNECT_DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar(
 NOTES: dict[str, tuple[str, ...]] = {
     "gradio_webrtc": (
         "The guide's EchoHandler echoes 40 ms frames, of which aiortc sends half "
-        "(conformance AUD-014, anchor defect B20): the echo cannot be decoded, so no round "
+        "(conformance AUD-014): the echo cannot be decoded, so no round "
         "trip is measured and every echo session misses frames.",
         "A closed EchoHandler connection keeps a worker of the 6-thread default pool blocked "
-        "in emit (HND-005, B4); each figure therefore runs in a fresh server process.",
-        "An emit that returns None is called again at once (HND-006, B3): an idle connection "
+        "in emit (HND-005); each figure therefore runs in a fresh server process.",
+        "An emit that returns None is called again at once (HND-006): an idle connection "
         "keeps a core busy.",
-        "The video fn runs on the event loop (HND-007, B5): a slow fn stalls every other "
+        "The video fn runs on the event loop (HND-007): a slow fn stalls every other "
         "connection of the process.",
     ),
     "fastrtc": (

@@ -1,8 +1,10 @@
 """The ``WebRTC`` Gradio component: options, ``.stream()`` rules, additional outputs, the
 ``offer`` server function over HTTP, and the browser client in headless Chromium.
 
-Exact messages are gradio_webrtc 0.0.16's (anchor A.3) where the anchor had one; the
-anchor's bugs (B10, B11, B13, B16, B19) are fixed and each fix has a test here.
+Exact messages are gradio_webrtc 0.0.16's where it had one; where it misbehaved (an
+IndexError instead of a ValueError, a concurrency limit or time limit silently replaced,
+None outputs that clear components, identity pre/postprocessing without an API type) the
+fix has a test here.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def listeners(demo: gr.Blocks, component: gr.components.Component, event: str) -
 
 
 def test_signature_defaults() -> None:
-    """The anchor's parameters with its defaults (A2.1), keyword-only after ``value``."""
+    """gradio_webrtc's parameters with its defaults, keyword-only after ``value``."""
     params = inspect.signature(WebRTC.__init__).parameters
     expected = {
         "value": None,
@@ -121,7 +123,7 @@ def test_signature_defaults() -> None:
 
 
 def test_construction_state() -> None:
-    """A1.4, A2.5, A2.6: events, concurrency 1, no handler, empty rtp_params."""
+    """Events, concurrency 1, no handler, empty rtp_params (gradio_webrtc's defaults)."""
     assert [e.event_name for e in WebRTC.EVENTS] == ["tick", "state_change"]
     w = WebRTC()
     assert w.concurrency_limit == 1
@@ -137,7 +139,7 @@ def test_construction_state() -> None:
     [("audio", DEFAULT_AUDIO_CONSTRAINTS), ("video", DEFAULT_VIDEO_CONSTRAINTS)],
 )
 def test_default_track_constraints(modality: str, expected: dict[str, Any]) -> None:
-    """A2.3/A2.4: the anchor's defaults; a user dict is passed through unchanged."""
+    """gradio_webrtc's default constraints; a user dict is passed through unchanged."""
     assert WebRTC(modality=modality).track_constraints == expected  # type: ignore[arg-type]
     assert expected["facingMode" if modality == "video" else "channelCount"]
     mine = {"echoCancellation": False}
@@ -178,7 +180,7 @@ BAD_OPTIONS: list[tuple[str, Any, str]] = [
 
 @pytest.mark.parametrize(("name", "value", "allowed"), BAD_OPTIONS)
 def test_bad_option_names_parameter_value_and_allowed(name: str, value: Any, allowed: str) -> None:
-    """B10/A2.2 fixed: an unknown mode/modality or ill-typed option raises ValueError that
+    """An unknown mode/modality or ill-typed option raises ValueError (never IndexError) that
     names the parameter, shows the value and says what is allowed."""
     with pytest.raises(ValueError) as info:
         WebRTC(**{name: value})
@@ -211,7 +213,7 @@ def test_good_options_are_kept() -> None:
 
 
 def test_config_reaches_the_page() -> None:
-    """A2.7: props, server_fns and the inlined client are in the component config."""
+    """Props, server_fns and the inlined client are in the component config."""
     w = WebRTC(label="L", mode="send", modality="audio", time_limit=9, rtp_params={"a": 1})
     config = w.get_config()
     for key in (
@@ -240,7 +242,7 @@ def test_server_ice_configuration_is_not_sent_to_the_browser() -> None:
 
 
 def test_values_and_api_info() -> None:
-    """A2.8 identity pre/postprocess; api_info describes a string (B19 fixed)."""
+    """Identity pre/postprocess; api_info describes a string (not left undescribed)."""
     w = WebRTC()
     assert w.preprocess("id123") == "id123"
     assert w.postprocess(START_SENTINEL) == START_SENTINEL
@@ -357,7 +359,7 @@ def run_stream(
 
 def test_stream_rules() -> None:
     """Every combination of mode x modality x fn kind x inputs/outputs shape x trigger either
-    raises the expected ValueError (never IndexError: B10) or registers the stream."""
+    raises the expected ValueError (never IndexError) or registers the stream."""
     with gr.Blocks() as demo:  # one app for all examples: building a Blocks costs ~0.15 s
 
         @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -403,7 +405,7 @@ def test_stream_rules() -> None:
 
 
 def test_first_input_message_for_empty_inputs() -> None:
-    """B10: empty inputs/outputs raise the documented ValueError, not IndexError."""
+    """Empty inputs/outputs raise the documented ValueError, not IndexError."""
     with gr.Blocks():
         w = WebRTC()
         with pytest.raises(ValueError, match="first input component must be the WebRTC"):
@@ -413,7 +415,7 @@ def test_first_input_message_for_empty_inputs() -> None:
 
 
 def test_output_check_means_exactly_self() -> None:
-    """B10: ``outputs=[other]`` and ``[self, other]`` are rejected (the anchor accepted them)."""
+    """``outputs=[other]`` and ``[self, other]`` are rejected (gradio_webrtc accepted them)."""
     with gr.Blocks():
         w, t = WebRTC(), gr.Textbox()
         for outputs in ([t], [w, t], [t, w]):
@@ -423,7 +425,7 @@ def test_output_check_means_exactly_self() -> None:
 
 
 def test_audio_handler_check_comes_first() -> None:
-    """A3.3: the StreamHandler check precedes the input/output checks."""
+    """The StreamHandler check precedes the input/output checks (as in gradio_webrtc)."""
     with gr.Blocks():
         w = WebRTC(modality="audio")
         with pytest.raises(ValueError) as info:
@@ -432,7 +434,7 @@ def test_audio_handler_check_comes_first() -> None:
 
 
 def test_send_audio_needs_a_stream_handler() -> None:
-    """A3.10 fixed: a plain function for send audio fails at stream() time, clearly."""
+    """A plain function for send audio fails at stream() time, clearly (not at the offer)."""
     with gr.Blocks():
         w = WebRTC(mode="send", modality="audio")
         with pytest.raises(ValueError) as info:
@@ -459,7 +461,7 @@ def test_bad_inputs_and_trigger_types() -> None:
     ("given_limit", "expected"), [("default", 1), (None, None), (1, 1), (5, 5)]
 )
 def test_concurrency_limit_mapping(given_limit: Any, expected: int | None) -> None:
-    """A3.2 fixed (B11): "default" -> 1, None -> unlimited, ints as given."""
+    """ "default" -> 1, None -> unlimited (not 1), ints as given."""
     with gr.Blocks():
         w = WebRTC()
         w.stream(video_fn, inputs=[w], outputs=[w], concurrency_limit=given_limit)
@@ -480,7 +482,7 @@ def test_concurrency_limit_validation(bad: Any) -> None:
 
 
 def test_time_limit_constructor_holds_unless_stream_sets_one() -> None:
-    """A2.11 fixed (B11): the constructor's time_limit survives ``stream()`` without one."""
+    """The constructor's time_limit survives ``stream()`` without one (not reset to None)."""
     with gr.Blocks():
         a = WebRTC(time_limit=10)
         a.stream(video_fn, inputs=[a], outputs=[a])
@@ -520,7 +522,7 @@ def test_stream_twice_is_refused() -> None:
 
 
 def test_set_input_forwards_and_ignores_non_ids() -> None:
-    """A5.4: the tick listener ``(request, webrtc_id, *args)`` -> ``server.set_input(id,
+    """The tick listener ``(request, webrtc_id, *args)`` -> ``server.set_input(id,
     list(args), owner=<the request's session>)``; values that are not ids are ignored."""
     calls: list[tuple[str, list[Any], str | None]] = []
     w = WebRTC()
@@ -631,7 +633,7 @@ def outputs_app(
 
 
 def test_additional_outputs_registration() -> None:
-    """A12.6: state_change listener with inputs [self, *inputs]; sets are list-ified (B19)."""
+    """state_change listener with inputs [self, *inputs]; sets are list-ified."""
     with gr.Blocks() as demo:
         w = WebRTC()
         a, b = gr.Textbox(), gr.Textbox()
@@ -662,7 +664,7 @@ def test_additional_outputs_empty_queue_skips(n_outputs: int) -> None:
 
 
 def test_additional_outputs_each_item_once_in_order() -> None:
-    """A12.4: fn(*inputs, *outputs.args) for every item, in order, exactly once."""
+    """fn(*inputs, *outputs.args) for every item, in order, exactly once."""
     calls: list[tuple[Any, ...]] = []
 
     def fn(extra: str, x: int, y: int) -> tuple[int, int]:

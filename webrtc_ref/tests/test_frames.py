@@ -178,7 +178,7 @@ def test_any_valid_chunk_becomes_20ms_frames_of_the_same_duration(
 def test_mixing_rates_dtypes_and_layouts_loses_nothing(
     chunks: list[tuple[int, str, str, int]], out_layout: str
 ) -> None:
-    """Anchor defect B8: after a format change every later chunk was dropped."""
+    """Every chunk after a format change counts (they used to be dropped)."""
     framer = AudioOutputFramer(24000, out_layout)  # type: ignore[arg-type]
     frames: list[av.AudioFrame] = []
     expected = energy_in = 0.0
@@ -242,7 +242,8 @@ def test_a_tone_keeps_its_frequency_through_the_resample(
 
 
 def test_flush_emits_the_tail() -> None:
-    """Anchor defect B9: 0.1 s at 16 kHz gave 4 frames of 480 at 24 kHz instead of 5."""
+    """The last partial frame must not wait in the resampler until the next reply: 0.1 s at
+    16 kHz is 5 frames of 480 at 24 kHz, not 4."""
     framer = AudioOutputFramer(24000)
     frames = framer.push((16000, tone(16000, 1600).astype(np.float32)[None, :]))
     assert len(frames) == 4
@@ -512,6 +513,39 @@ def test_blocks_are_independent_arrays() -> None:
     blocks[0][:] = 0
     assert np.array_equal(blocks[1], before)
     assert blocks[0].flags.writeable
+
+
+def test_stereo_to_mono_rounds_half_to_even_on_every_path() -> None:
+    """One downmix: the converter's direct path (packed s16), its resampler path (planar s16)
+    and the framer's int16 path all give round((L + R) / 2), halves to even."""
+    left = np.array([1, 2, -1, -2, 32767, -32768, 100, 0] * 120, dtype=np.int16)
+    right = np.array([2, 3, -2, -3, 32767, -32768, -101, 1] * 120, dtype=np.int16)
+    expected = np.rint((left.astype(np.float64) + right) / 2).astype(np.int16)
+    assert expected[:8].tolist() == [2, 2, -2, -2, 32767, -32768, 0, 0]
+    packed = np.stack([left, right]).T.reshape(1, -1)
+    ((_, direct),) = AudioInputConverter(48000).convert(input_frame(packed, "s16", "stereo", 48000))
+    planar = input_frame(np.stack([left, right]), "s16p", "stereo", 48000)
+    resampled = [b for _, b in AudioInputConverter(48000).convert(planar)]
+    framer = AudioOutputFramer(48000)
+    framed = framer.push((48000, np.stack([left, right]), "stereo")) + framer.flush()
+    assert np.array_equal(direct[0], expected)
+    assert np.array_equal(blocks_planar([(48000, b) for b in resampled], 1)[0], expected)
+    assert np.array_equal(planar_s16(framed, 1)[0], expected)
+
+
+def test_input_frames_are_not_modified() -> None:
+    """aiortc may share a decoded frame between consumers: neither its samples nor its pts
+    change, whichever path (direct, resampled, downmixed) the converter takes."""
+    packed = np.round(tone(48000, 960) * 32767).astype(np.int16).repeat(2)[None, :]
+    for rate, layout in [(48000, "mono"), (48000, "stereo"), (16000, "mono"), (24000, "stereo")]:
+        frame = input_frame(packed.copy(), "s16", "stereo", 48000)
+        frame.pts, frame.time_base = 4800, fractions.Fraction(1, 48000)
+        converter = AudioInputConverter(rate, layout)  # type: ignore[arg-type]
+        for _ in range(3):
+            for _, block in converter.convert(frame):
+                block[:] = 0  # the handler may write into its blocks
+        assert np.array_equal(frame.to_ndarray(), packed), (rate, layout)
+        assert frame.pts == 4800
 
 
 def test_converter_rejects_non_frames() -> None:

@@ -1,8 +1,8 @@
 """The streaming core end to end: real aiortc client peers talk to a StreamServer in-process.
 
 Each test asserts what arrives (frame ids, tone frequencies, messages), not just that a
-connection was made. Tests named after a gradio_webrtc defect (B1..B20 in the project
-notes) fail on that implementation's behaviour.
+connection was made. Where a test guards against something gradio_webrtc got wrong,
+its docstring says what that was.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ async def test_video_receive_streams_generated_frames(servers: Any, peers: Any) 
     await peer.wait_message(lambda m: "handler_finished" in m, 10, "end of stream")
 
 
-# -- errors and isolation (B1, B2, B4) ------------------------------------------------
+# -- errors and isolation --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("show_error", [True, False])
@@ -278,7 +278,8 @@ async def test_handler_exception_surfaces_and_others_keep_streaming(
 
 
 async def test_blocking_emit_on_many_connections(servers: Any, peers: Any) -> None:
-    """Eight guide EchoHandlers (blocking emit) all echo at once (B4: a shared pool starves)."""
+    """Eight guide EchoHandlers (blocking emit) all echo at once (a shared worker pool
+    would starve)."""
     server = servers(
         mode="send-receive", modality="audio", handler=EchoHandler(), concurrency_limit=None
     )
@@ -293,7 +294,7 @@ async def test_blocking_emit_on_many_connections(servers: Any, peers: Any) -> No
 
 
 async def test_idle_emit_does_not_spin(servers: Any, peers: Any) -> None:
-    """emit() returning None is called about once per 20 ms, not thousands of times (B3)."""
+    """emit() returning None is called about once per 20 ms, not in a busy loop."""
     made: list[Recording] = []
     server = servers(mode="send-receive", modality="audio", handler=Recording(made))
     peer = peers(send=ToneAudioTrack(440.0))
@@ -305,7 +306,7 @@ async def test_idle_emit_does_not_spin(servers: Any, peers: Any) -> None:
     assert rate < 150, f"emit() called {rate:.0f} times per second while idle"
 
 
-# -- admission (B6) -------------------------------------------------------------------
+# -- admission ------------------------------------------------------------------------
 
 
 async def test_concurrent_offers_admit_exactly_the_limit(servers: Any, peers: Any) -> None:
@@ -363,7 +364,7 @@ async def test_pending_connections_count_against_the_limit(servers: Any, peers: 
 
 
 async def test_media_of_the_wrong_kind_is_refused(servers: Any, peers: Any) -> None:
-    """Audio offered to a video stream gets ``unsupported_media`` (B15)."""
+    """Audio offered to a video stream gets ``unsupported_media`` (not an HTTP 500)."""
     server = servers(mode="send-receive", modality="video", handler=lambda f: f)
     peer = peers(send=ToneAudioTrack(440.0))
     reply = await peer.connect(server.offer)
@@ -371,7 +372,7 @@ async def test_media_of_the_wrong_kind_is_refused(servers: Any, peers: Any) -> N
     assert len(server) == 0
 
 
-# -- lifecycle (B7, time_limit, cleanup) -----------------------------------------------
+# -- lifecycle (time_limit, cleanup) ---------------------------------------------------
 
 
 async def test_time_limit_ends_the_stream_and_says_why(servers: Any, peers: Any) -> None:
@@ -406,7 +407,7 @@ async def test_client_stop_message_frees_the_slot_at_once(servers: Any, peers: A
 async def test_ice_failure_cleans_up(
     servers: Any, peers: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A client that vanishes (no close) is detected and cleaned up with shutdown() (B7)."""
+    """A client that vanishes (no close) is detected and cleaned up with shutdown()."""
     import aioice.ice
 
     monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.1)
@@ -442,7 +443,7 @@ async def test_connect_disconnect_cycles_leave_nothing_behind(servers: Any) -> N
     await async_wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before + 2, 5, "tasks to end")
 
 
-# -- audio output framing (B8, B9, B20) -------------------------------------------------
+# -- audio output framing -------------------------------------------------------------
 
 
 async def test_mixed_output_rates_and_dtypes_all_arrive(servers: Any, peers: Any) -> None:
@@ -468,7 +469,7 @@ async def test_mixed_output_rates_and_dtypes_all_arrive(servers: Any, peers: Any
 
 
 async def test_tail_of_an_utterance_is_flushed(servers: Any, peers: Any) -> None:
-    """0.1 s at 16 kHz arrives whole; gradio_webrtc held back its last frame (B9)."""
+    """0.1 s at 16 kHz arrives whole; gradio_webrtc held back its last frame."""
 
     def generate() -> Any:
         yield (16000, tone(700.0, 0.1, sample_rate=16000).reshape(1, -1))
@@ -488,7 +489,7 @@ async def test_tail_of_an_utterance_is_flushed(servers: Any, peers: Any) -> None
     assert loud / 48000 == pytest.approx(0.1, abs=0.012)
 
 
-# -- video latency stays bounded (B5) ---------------------------------------------------
+# -- video latency stays bounded -------------------------------------------------------
 
 
 async def test_slow_video_handler_keeps_latency_bounded(servers: Any, peers: Any) -> None:
