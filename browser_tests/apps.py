@@ -36,6 +36,29 @@ def echo_audio_app() -> gr.Blocks:
     return demo
 
 
+#: The receive-video app's frames: 10 s at 30 fps, each a barcode of its own index.
+RECEIVE_WIDTH, RECEIVE_HEIGHT, RECEIVE_FPS = 640, 360, 30
+
+
+def receive_video_app() -> gr.Blocks:
+    """The guide's server-to-client video (a Start button triggers a generator), with
+    frames that say which they are: ``fixtures.video`` barcodes of their index, which a
+    reader cannot mistake for another frame's (a periodic pattern repeats)."""
+    from fixtures.video import make_frame
+
+    def generation() -> Any:
+        for index in range(10 * RECEIVE_FPS):
+            yield np.asarray(make_frame(index, RECEIVE_WIDTH, RECEIVE_HEIGHT))
+
+    with gr.Blocks(title="Server-to-client video, barcoded") as demo:
+        output_video = WebRTC(label="Video Stream", mode="receive", modality="video")
+        button = gr.Button("Start", variant="primary")
+        output_video.stream(
+            fn=generation, inputs=None, outputs=[output_video], trigger=button.click
+        )
+    return demo
+
+
 def identity(frame: np.ndarray) -> np.ndarray:
     """Send the webcam frame back unchanged (RGB uint8 in, RGB uint8 out)."""
     return frame

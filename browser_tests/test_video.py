@@ -2,8 +2,8 @@
 
 4. send-receive (echo-video demo, Sobel filter + slider): the barcode frame ids come back
    in order, the filter is visible, and moving the slider changes it while streaming;
-5. server-to-client video started by a button (receive-video demo): the frames shown are
-   the generator's frames, and they advance at the generator's rate.
+5. server-to-client video started by a button (the guide's example, with barcoded
+   frames): the frames shown are the generator's frames, and they advance at its rate.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from browser_tests import apps
 from browser_tests.helpers import Peer, assert_in_order, frame_ids, poll
+from fixtures.video import read_frame_id
 from webrtc_ref.demos import build_demo
-from webrtc_ref.demos import receive_video as rv
 from webrtc_ref.testing import launched
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -105,36 +106,13 @@ def test_video_filter_frames_in_order_and_slider(
     )
 
 
-def identify_generated_frame(rgb: np.ndarray) -> int | None:
-    """The index of the receive-video demo's frame shown in ``rgb``: candidates come from
-    the white box's position, the best full-frame match (mean error < 20) wins."""
-    row = rgb[rv.HEIGHT // 2].astype(np.int16)
-    white = np.all(row > 225, axis=1)
-    # The 60 px box (edges blurred by the codec); the pattern rarely has other white runs.
-    starts = [a for a, b in _runs(white) if 40 <= b - a <= 80]
-    best: tuple[float, int] | None = None
-    for index in range(10 * rv.FPS):
-        expected_cx = int((rv.WIDTH - 60) * (0.5 + 0.5 * np.sin(index / rv.FPS)))
-        if not any(abs(expected_cx - cx) <= 15 for cx in starts):
-            continue
-        error = float(np.abs(rv.frame_at(index)[::4, ::4].astype(np.int16) - rgb[::4, ::4]).mean())
-        if best is None or error < best[0]:
-            best = (error, index)
-    return best[1] if best is not None and best[0] < 20 else None
-
-
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-
-
 @pytest.mark.timeout(60)
 def test_receive_video_started_by_button(
     open_peer: Callable[..., Peer], timings: Any, artifacts: Path
 ) -> None:
-    """Scenario 5: the Start button starts the server's frames; they play and advance."""
-    with launched(build_demo("receive-video")) as url:
+    """Scenario 5: the Start button starts the server's frames; they play and advance.
+    Each frame is a barcode of its index, so the frame shown is read, not guessed."""
+    with launched(apps.receive_video_app()) as url:
         peer = open_peer(url, name="viewer")
         assert peer.state == "idle"
         peer.page.get_by_role("button", name="Start", exact=True).click()
@@ -145,8 +123,8 @@ def test_receive_video_started_by_button(
             count = peer.session()["frames"]
             poll(lambda c=count: peer.session()["frames"] >= c + 10, 10, "10 more frames")
             rgb, at = peer.grab()
-            assert rgb.shape == (rv.HEIGHT, rv.WIDTH, 3)
-            index = identify_generated_frame(rgb)
+            assert rgb.shape == (apps.RECEIVE_HEIGHT, apps.RECEIVE_WIDTH, 3)
+            index = read_frame_id(rgb)
             if index is None:
                 artifacts.mkdir(parents=True, exist_ok=True)
                 np.save(artifacts / "unidentified-frame.npy", rgb)

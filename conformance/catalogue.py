@@ -52,6 +52,8 @@ class Requirement:
     guide: str | None = None
     rationale: str | None = None
     note: str | None = None
+    #: Why the ``null`` adapter (which implements nothing) passes it; only for SHOULD/MAY.
+    null_passes: str | None = None
 
     @property
     def sort_key(self) -> tuple[int, int]:
@@ -91,7 +93,17 @@ class Catalogue:
         return {level: sum(r.level == level for r in self.requirements) for level in LEVELS}
 
 
-_FIELDS = {"id", "section", "level", "statement", "source", "guide", "rationale", "note"}
+_FIELDS = {
+    "id",
+    "section",
+    "level",
+    "statement",
+    "source",
+    "guide",
+    "rationale",
+    "note",
+    "null_passes",
+}
 _REQUIRED = ("id", "section", "level", "statement", "source")
 
 
@@ -134,6 +146,11 @@ def parse(text: str) -> Catalogue:
         if entry["level"] != "MUST" and "guide" not in entry and "rationale" not in entry:
             raise CatalogueError(
                 f"{where}: a {entry['level']} that the guide does not state needs a rationale"
+            )
+        if "null_passes" in entry and entry["level"] == "MUST":
+            raise CatalogueError(
+                f"{where}: a MUST cannot pass on an implementation that does nothing "
+                "(null_passes); make its test observe what the implementation does"
             )
         requirements.append(Requirement(**entry))
     return Catalogue(sections=dict(sections), requirements=tuple(requirements))

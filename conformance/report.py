@@ -112,7 +112,9 @@ def render_markdown(runs: Sequence[dict[str, Any]], catalogue: Catalogue | None 
         "and the implementation's expectation file "
         "(`conformance/expectations/<impl>.toml`) lists it with the reason shown below "
         "(XFAIL in the JSON report). **ERROR**: the test could not run. unsupported: needs a "
-        "capability the adapter does not claim (the reason is below).",
+        "capability the adapter does not claim (the reason is below). *Tests*: how many "
+        "test cases a requirement rests on in one run (each parametrised case counts; a "
+        "property test counts once, over all its examples).",
         "",
         "Every implementation is driven the same way: the suite builds the app the user guide "
         "would write with that implementation's classes, launches it on 127.0.0.1 and talks "
@@ -158,8 +160,8 @@ def render_markdown(runs: Sequence[dict[str, Any]], catalogue: Catalogue | None 
         if not requirements:
             continue
         lines += [f"### {title}", ""]
-        lines.append("| Id | Level | Requirement | " + " | ".join(names) + " |")
-        lines.append("|---|---|---|" + "---|" * len(runs))
+        lines.append("| Id | Level | Requirement | Tests | " + " | ".join(names) + " |")
+        lines.append("|---|---|---|---|" + "---|" * len(runs))
         for requirement in requirements:
             cells = []
             for run in runs:
@@ -167,8 +169,7 @@ def render_markdown(runs: Sequence[dict[str, Any]], catalogue: Catalogue | None 
                 cells.append(_CELL.get(result["status"], result["status"]) if result else "—")
             lines.append(
                 f"| {requirement.id} | {requirement.level} | {_escape(requirement.statement)} | "
-                + " | ".join(cells)
-                + " |"
+                f"{_test_count(runs, requirement.id)} | " + " | ".join(cells) + " |"
             )
         lines.append("")
     notes = []
@@ -191,6 +192,7 @@ def render_markdown(runs: Sequence[dict[str, Any]], catalogue: Catalogue | None 
             notes.append(
                 f"| {run['implementation']} | {', '.join(ids)} | unsupported | {_escape(reason)} |"
             )
+    lines += _suite_checks()
     if notes:
         lines += [
             "## Why",
@@ -204,6 +206,39 @@ def render_markdown(runs: Sequence[dict[str, Any]], catalogue: Catalogue | None 
             "",
         ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _test_count(runs: Sequence[dict[str, Any]], requirement_id: str) -> str:
+    """How many test cases the requirement rests on (in the first run that ran it)."""
+    for run in runs:
+        result = run.get("results", {}).get(requirement_id)
+        if result and result.get("tests"):
+            return str(len(result["tests"]))
+    return "—"
+
+
+def _suite_checks() -> list[str]:
+    """How the suite itself is checked: the null adapter and the broken adapter's defects."""
+    from conformance.adapters.broken import DEFECTS
+
+    rows = [
+        f"| `{name}` | {_escape(what)} | {', '.join(ids)} |"
+        for name, (what, ids) in DEFECTS.items()
+    ]
+    return [
+        "## How the suite is checked",
+        "",
+        "The meta tests (in CI) run the whole suite against two implementations that must "
+        "fail it. `null` implements nothing: every requirement fails on it. `broken` is "
+        "webrtc_ref with the defects below: with all of them injected exactly the listed "
+        "requirements fail and every other passes, and each defect injected alone fails "
+        "each requirement listed for it.",
+        "",
+        "| Defect | What it does | Caught by |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

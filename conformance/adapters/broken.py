@@ -1,27 +1,133 @@
 """The ``broken`` adapter: webrtc_ref with deliberate defects (a bowtie "fauxmplementation").
 
-The meta tests run the suite against it and check that exactly the requirements these
-defects violate fail, while the rest still pass: proof that the suite can fail, and that
-it fails for the right reason.
+The meta tests run the whole suite against it and check that exactly the requirements
+these defects violate fail, while every other requirement still passes: proof that the
+suite can fail, and that it fails for the right reason. Each defect mirrors a real one of
+gradio_webrtc or fastrtc, or a plausible regression; at least one sits in every area of
+the catalogue. :data:`DEFECTS` maps each defect to the requirements it violates (what the
+meta tests expect to fail); ``WEBRTC_REF_BROKEN_DEFECTS`` (comma-separated names) injects
+only some of them, which the meta tests use to show that each defect alone is caught by
+its requirements.
 
-Defects (each mirrors a real one of gradio_webrtc 0.0.16 or a plausible regression):
-
-- video frames are handed to ``fn`` in BGR order (VID-003, VID-006);
-- ``stream()`` accepts any ``outputs`` (API-005);
-- ``time_limit`` is ignored (LIM-001);
-- ``concurrency_limit`` is ignored: connections are unlimited (LIM-002);
-- ``on_additional_outputs`` registers nothing (OUT-001).
+The defects patch webrtc_ref's modules in the process that runs the suite against this
+adapter (a subprocess of the meta tests), when the adapter's API is first asked for.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from conformance.adapters.base import no_pyi_stubs
 from conformance.adapters.webrtc_ref import WebrtcRefAdapter
+
+#: defect -> (what it does, the requirements it violates)
+DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # component API
+    "outputs_unchecked": ("stream() accepts any outputs", ("API-005",)),
+    "receive_without_trigger": (
+        "stream() in receive mode without a trigger registers nothing instead of raising",
+        ("API-006",),
+    ),
+    # signalling
+    "duplicate_replaces": (
+        "an offer with a live connection's webrtc_id replaces that connection's entry",
+        ("SIG-009", "SIG-021"),
+    ),
+    "no_end_stream": (
+        "the server ends connections without telling the client why (no end_stream)",
+        ("SIG-017",),
+    ),
+    # audio
+    "stereo_dropped": ("stereo output chunks are dropped", ("AUD-011",)),
+    # video
+    "bgr": ("video frames reach fn in BGR order", ("VID-003", "VID-006")),
+    "size_fixed": (
+        "a frame fn returns is cropped or padded to the input frame's size",
+        ("VID-008",),
+    ),
+    # handlers
+    "no_copy": (
+        "the handler given to stream() serves every connection (copy() returns itself)",
+        # copy() is how a connection gets a handler of its own: HND-008's connections each
+        # need a handler configured for them, ERR-006's copy() never runs, and HND-005's
+        # eight echo sessions share one queue
+        ("HND-001", "HND-005", "HND-008", "API-013", "ERR-006"),
+    ),
+    "busy_idle_emit": (
+        "an emit that returns None is called again after 2 ms instead of a frame period",
+        ("HND-006",),
+    ),
+    # reply on pause
+    "inputs_not_passed": (
+        "ReplyOnPause passes None instead of the additional inputs' values",
+        ("ROP-005",),
+    ),
+    "utterance_clipped": (
+        "ReplyOnPause's fn gets only the second half of the utterance",
+        ("ROP-002", "ROP-006"),
+    ),
+    # additional outputs
+    "outputs_reversed": (
+        "AdditionalOutputs(a, b) reaches the function as fn(b, a)",
+        ("OUT-002", "OUT-003"),  # OUT-003's items carry (index, ...): the order is read there
+    ),
+    "outputs_latest_only": (
+        "state_change delivers only the newest of the queued outputs",
+        ("OUT-003",),
+    ),
+    # limits
+    "time_limit_ignored": ("time_limit is ignored", ("LIM-001", "LIM-007", "SIG-017")),
+    "concurrency_unlimited": (
+        "concurrency_limit is ignored: connections are unlimited",
+        ("LIM-002", "LIM-004"),
+    ),
+    # lifecycle
+    "shutdown_never": (
+        "the handler's shutdown() is never called",
+        ("LIFE-001", "LIFE-003", "HND-009"),
+    ),
+    "foreign_tick": (
+        "the tick event feeds whatever connection its webrtc_id names, from any session",
+        ("LIFE-007",),
+    ),
+    # errors
+    "errors_unreported": (
+        "exceptions in user code are logged but never reported to the client",
+        ("ERR-001", "ERR-004", "ERR-005", "ERR-007"),
+    ),
+    "texts_revealed": (
+        "exception texts reach the client even when the app does not show errors",
+        ("ERR-007",),
+    ),
+}
+
+
+def active_defects() -> tuple[str, ...]:
+    """The defects this run injects (``WEBRTC_REF_BROKEN_DEFECTS``; default: all)."""
+    chosen = os.environ.get("WEBRTC_REF_BROKEN_DEFECTS", "").strip()
+    if not chosen:
+        return tuple(DEFECTS)
+    names = tuple(name.strip() for name in chosen.split(",") if name.strip())
+    unknown = [name for name in names if name not in DEFECTS]
+    if unknown:
+        raise ValueError(
+            f"unknown defect(s) {unknown} in WEBRTC_REF_BROKEN_DEFECTS; known: {sorted(DEFECTS)}"
+        )
+    return names
+
+
+def expected_failures(defects: tuple[str, ...]) -> set[str]:
+    """The requirements that fail when ``defects`` are injected."""
+    return {rid for name in defects for rid in DEFECTS[name][1]}
+
+
+# -- the defects -------------------------------------------------------------------------
 
 
 def _bgr(fn: Any) -> Any:
@@ -34,8 +140,127 @@ def _bgr(fn: Any) -> Any:
     return wrapper
 
 
-def _broken_webrtc() -> type:
+def _size_fixed(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def wrapper(frame: Any, *args: Any) -> Any:
+        result = fn(frame, *args)
+        if isinstance(result, np.ndarray) and isinstance(frame, np.ndarray):
+            fixed = np.zeros_like(frame)
+            h, w = min(frame.shape[0], result.shape[0]), min(frame.shape[1], result.shape[1])
+            fixed[:h, :w] = result[:h, :w]
+            return fixed
+        return result
+
+    return wrapper
+
+
+def _no_stereo(fn: Any) -> Any:
+    def drop(item: Any) -> Any:
+        if isinstance(item, tuple) and len(item) == 3 and item[2] == "stereo":
+            return None
+        return item
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> Any:
+        for item in fn(*args):
+            kept = drop(item)
+            if kept is not None:
+                yield kept
+
+    return wrapper
+
+
+def _patch(defects: tuple[str, ...]) -> None:
+    """Patch webrtc_ref's modules for the module-level defects (once per process)."""
+    import webrtc_ref.component as component
+    import webrtc_ref.connection as connection
+    import webrtc_ref.errors as errors
+    import webrtc_ref.outputs as outputs
+    import webrtc_ref.registry as registry
+    import webrtc_ref.runner as runner
+    import webrtc_ref.server as server
+
+    if getattr(runner, "_broken_patched", False):
+        return
+    runner._broken_patched = True  # type: ignore[attr-defined]
+
+    if "duplicate_replaces" in defects:
+        original_reserve = registry.Registry.reserve
+
+        def reserve(self: Any, webrtc_id: str, **kwargs: Any) -> Any:
+            with self._lock:
+                self._entries.pop(webrtc_id, None)
+            return original_reserve(self, webrtc_id, **kwargs)
+
+        registry.Registry.reserve = reserve  # type: ignore[method-assign]
+
+    if "no_end_stream" in defects:
+
+        async def no_goodbye(self: Any, reason: str, message: str | None) -> None:
+            return None
+
+        connection.Connection._say_goodbye = no_goodbye  # type: ignore[method-assign]
+
+    if "busy_idle_emit" in defects:
+
+        def barely_wait(self: Any, timeout: float) -> bool:
+            time.sleep(0.002)  # about 500 calls a second instead of 50
+            return False
+
+        runner._Doorbell.wait = barely_wait  # type: ignore[method-assign]
+
+    if "outputs_latest_only" in defects:
+        original_pop = outputs.OutputQueue.pop
+
+        def newest(self: Any) -> Any:
+            item = original_pop(self)
+            while (newer := original_pop(self)) is not None:
+                item = newer
+            return item
+
+        outputs.OutputQueue.pop = newest  # type: ignore[method-assign]
+
+    if "shutdown_never" in defects:
+
+        def no_shutdown(self: Any) -> None:
+            self.handler._detach()
+
+        runner.HandlerRunner._shutdown_user_code = no_shutdown  # type: ignore[method-assign]
+
+    if "foreign_tick" in defects:
+
+        def any_session(self: Any, session: Any, webrtc_id: Any, *args: Any) -> None:
+            server = self.stream_server
+            if server is None or not isinstance(webrtc_id, str) or not webrtc_id:
+                return
+            connection_ = server.connection(webrtc_id)
+            if connection_ is not None:
+                connection_.set_inputs(list(args))
+
+        component.WebRTC._session_set_input = any_session  # type: ignore[method-assign]
+
+    if "errors_unreported" in defects:
+
+        def log_only(self: Any, where: str, exc: BaseException) -> str:
+            connection.log.error("%s: error in %s", self.tag, where, exc_info=exc)
+            return ""
+
+        connection.Connection.report_error = log_only  # type: ignore[method-assign]
+
+    if "texts_revealed" in defects:
+        original_public = errors.public_message
+
+        def reveal(exc: BaseException, error_id: str, *, show_error: bool) -> str:
+            return str(original_public(exc, error_id, show_error=True))
+
+        errors.public_message = reveal  # type: ignore[assignment]
+        connection.public_message = reveal  # type: ignore[attr-defined]
+        server.public_message = reveal  # type: ignore[attr-defined]
+
+
+def _broken_webrtc(defects: tuple[str, ...]) -> type:
     from webrtc_ref.component import WebRTC
+    from webrtc_ref.handlers import StreamHandler
 
     with no_pyi_stubs():
 
@@ -43,25 +268,98 @@ def _broken_webrtc() -> type:
             def stream(  # type: ignore[override]
                 self, fn: Any = None, inputs: Any = None, outputs: Any = None, **kwargs: Any
             ) -> Any:
-                if self.modality == "video" and self.mode != "receive" and callable(fn):
+                video_fn = self.modality == "video" and self.mode != "receive" and callable(fn)
+                if "bgr" in defects and video_fn:
                     fn = _bgr(fn)
-                kwargs["concurrency_limit"] = None
-                kwargs["time_limit"] = None
-                self.time_limit = None
-                return super().stream(fn, inputs, [self], **kwargs)
+                if "size_fixed" in defects and video_fn:
+                    fn = _size_fixed(fn)
+                receive_audio = self.modality == "audio" and self.mode == "receive"
+                if "stereo_dropped" in defects and receive_audio and callable(fn):
+                    fn = _no_stereo(fn)
+                if "no_copy" in defects and isinstance(fn, StreamHandler):
+                    original = fn
+                    fn.copy = lambda: original  # type: ignore[method-assign]
+                if "concurrency_unlimited" in defects:
+                    kwargs["concurrency_limit"] = None
+                if "time_limit_ignored" in defects:
+                    kwargs["time_limit"] = None
+                    self.time_limit = None
+                if (
+                    "receive_without_trigger" in defects
+                    and self.mode == "receive"
+                    and kwargs.get("trigger") is None
+                ):
+                    return None
+                if "outputs_unchecked" in defects:
+                    outputs = [self]
+                return super().stream(fn, inputs, outputs, **kwargs)
 
-            def on_additional_outputs(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-                return None
+        return BrokenWebRTC
 
-    return BrokenWebRTC
+
+def _broken_reply_on_pause(defects: tuple[str, ...]) -> Callable[..., Any]:
+    from webrtc_ref.reply_on_pause import ReplyOnPause
+
+    def make(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        reply = fn
+        if "utterance_clipped" in defects:
+            inner = reply
+
+            def clipped(audio: Any, *inputs: Any) -> Any:
+                rate, samples = audio
+                return inner((rate, samples[:, samples.shape[1] // 2 :]), *inputs)
+
+            reply = clipped
+        if "inputs_not_passed" in defects:
+            inner_ = reply
+
+            def without_inputs(audio: Any, *inputs: Any) -> Any:
+                return inner_(audio, *([None] * len(inputs)))
+
+            reply = without_inputs
+        if reply is not fn:
+            reply = _same_arity(fn, reply)
+        return ReplyOnPause(reply, *args, **kwargs)
+
+    return make
+
+
+def _same_arity(original: Any, replacement: Any) -> Any:
+    """``replacement`` taking extra inputs exactly when ``original`` does (ReplyOnPause
+    decides from the signature whether to fetch them)."""
+    import inspect
+
+    try:
+        takes_extra = len(inspect.signature(original).parameters) > 1
+    except (TypeError, ValueError):
+        takes_extra = False
+    if takes_extra:
+        return replacement
+    return lambda audio: replacement(audio)
 
 
 class BrokenAdapter(WebrtcRefAdapter):
-    """webrtc_ref with the defects listed in the module docstring."""
+    """webrtc_ref with the defects listed in :data:`DEFECTS`."""
 
     name = "broken"
 
     def api(self) -> Any:
         import dataclasses
 
-        return dataclasses.replace(super().api(), WebRTC=_broken_webrtc())
+        defects = active_defects()
+        _patch(defects)
+        api = super().api()
+        additional = api.AdditionalOutputs
+        if "outputs_reversed" in defects:
+
+            class ReversedOutputs(additional):  # type: ignore[valid-type,misc]
+                def __init__(self, *args: Any) -> None:
+                    super().__init__(*reversed(args))
+
+            additional = ReversedOutputs
+        return dataclasses.replace(
+            api,
+            WebRTC=_broken_webrtc(defects),
+            AdditionalOutputs=additional,
+            reply_on_pause=_broken_reply_on_pause(defects),
+        )

@@ -20,6 +20,11 @@ MODES = ("send-receive", "send", "receive")
 MODALITIES = ("audio", "video")
 
 
+def dependencies(blocks: Any) -> list[dict[str, Any]]:
+    """The event listeners of ``blocks`` as the app config lists them."""
+    return list(blocks.get_config_file().get("dependencies", []))
+
+
 def video_fn(frame: Any, *args: Any) -> Any:
     return frame
 
@@ -61,8 +66,9 @@ def test_component_builds_for_every_mode(api: Api, mode: str, modality: str) -> 
 @pytest.mark.parametrize("mode", ["send-receive", "send"])
 def test_stream_accepts_the_guide_call(api: Api, mode: str, modality: str) -> None:
     """In send-receive and send modes, stream(fn, inputs=[webrtc, *others],
-    outputs=[webrtc], time_limit=T) is accepted."""
-    with gr.Blocks():
+    outputs=[webrtc], time_limit=T) is accepted, and it registers the listener that hands
+    the other inputs to the stream (inputs [webrtc, *others], protocol §4)."""
+    with gr.Blocks() as blocks:
         component = api.WebRTC(label="Stream", mode=mode, modality=modality)
         slider = gr.Slider(0, 1, value=0.3)
         component.stream(
@@ -71,6 +77,10 @@ def test_stream_accepts_the_guide_call(api: Api, mode: str, modality: str) -> No
             outputs=[component],
             time_limit=10,
         )
+    feeding = [
+        d for d in dependencies(blocks) if d.get("inputs", [])[:2] == [component._id, slider._id]
+    ]
+    assert feeding, "stream() registered no listener taking [webrtc, slider] as inputs"
 
 
 @pytest.mark.requirement("API-004")
@@ -127,8 +137,9 @@ def test_receive_mode_needs_a_trigger(api: Api, modality: str) -> None:
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_receive_mode_accepts_a_trigger(api: Api, modality: str, with_inputs: bool) -> None:
     """In receive mode, stream(fn, inputs=[...] or None, outputs=[webrtc],
-    trigger=button.click) is accepted."""
-    with gr.Blocks():
+    trigger=button.click) is accepted, and the trigger gets a listener that updates the
+    component (which starts the browser)."""
+    with gr.Blocks() as blocks:
         component = api.WebRTC(label="Stream", mode="receive", modality=modality)
         steps = gr.Slider(1, 10, value=5, step=1)
         button = gr.Button("Generate")
@@ -142,6 +153,13 @@ def test_receive_mode_accepts_a_trigger(api: Api, modality: str, with_inputs: bo
             outputs=[component],
             trigger=button.click,
         )
+    clicks = [
+        d
+        for d in dependencies(blocks)
+        if [button._id, "click"] in [list(t) for t in d.get("targets", [])]
+        and component._id in d.get("outputs", [])
+    ]
+    assert clicks, "the trigger's click has no listener that updates the component"
 
 
 @pytest.mark.requirement("API-008")
@@ -184,8 +202,9 @@ def test_unknown_mode_or_modality_is_refused(api: Api, mode: str, modality: str)
 @pytest.mark.requirement("API-011")
 def test_on_additional_outputs_as_the_guide_calls_it(api: Api) -> None:
     """on_additional_outputs(fn, outputs=[...], queue=False, show_progress='hidden') is
-    accepted without inputs."""
-    with gr.Blocks():
+    accepted without inputs, and registers a listener of the component that updates those
+    outputs, off the queue as asked."""
+    with gr.Blocks() as blocks:
         state = gr.State(value=[])
         with gr.Row():
             component = api.WebRTC(label="Stream", mode="send", modality="video")
@@ -194,6 +213,14 @@ def test_on_additional_outputs_as_the_guide_calls_it(api: Api) -> None:
         component.on_additional_outputs(
             lambda s, a: (s, a), outputs=[state, transcript], queue=False, show_progress="hidden"
         )
+    updating = [
+        d
+        for d in dependencies(blocks)
+        if d.get("outputs") == [state._id, transcript._id]
+        and any(t[0] == component._id for t in d.get("targets", []))
+    ]
+    assert updating, "no listener of the component updates [state, transcript]"
+    assert updating[0].get("queue") is False, "queue=False was not honoured"
 
 
 @pytest.mark.requirement("API-012")
@@ -203,10 +230,38 @@ def test_reply_on_pause_is_a_stream_handler(api: Api) -> None:
 
 
 @pytest.mark.requirement("API-013")
-def test_guide_echo_handler_can_be_instantiated(api: Api) -> None:
+async def test_guide_echo_handler_can_be_instantiated(adapter: Adapter) -> None:
     """StreamHandler is subclassed by implementing receive, emit and copy; the guide's
-    EchoHandler (calling super().__init__()) can be instantiated."""
+    EchoHandler (calling super().__init__()) can be instantiated, and a stream with it
+    drives a copy of it for a connection (copy() is called, receive() gets the audio)."""
+    from conformance.adapters import Scenario
+    from conformance.helpers import Probe
+    from conformance.wire import eventually, serving
+    from fixtures.tracks import ToneAudioTrack
+
+    api = adapter.api()
     handler = echo_handler(api)
     assert isinstance(handler, api.StreamHandler)
     clone = handler.copy()
     assert isinstance(clone, api.StreamHandler) and clone is not handler
+    probe = Probe()
+
+    def counted(api: Api) -> Any:
+        base = type(echo_handler(api))
+
+        class Counted(base):  # type: ignore[valid-type,misc]
+            def receive(self, frame: Any) -> None:
+                probe.bump("receive")
+                super().receive(frame)
+
+            def copy(self) -> Any:
+                probe.bump("copy")
+                return Counted()
+
+        return Counted()
+
+    async with serving(adapter, Scenario("send-receive", "audio", counted)) as wire:
+        peer = wire.peer(send=ToneAudioTrack(440.0))
+        await peer.connect_ok()
+        assert await eventually(lambda: probe.count("receive") >= 5, 5.0), "receive() never ran"
+        assert probe.count("copy") >= 1, "the stream did not copy the handler"
