@@ -163,7 +163,9 @@ def bench(session: nox.Session) -> None:
     Each implementation runs from its conformance venv (created here with ``nox
     --install-only`` when missing). Writes build/bench/results.json, docs/benchmarks.md and
     the plots in docs/benchmarks/. Not part of the default run. Arguments go to
-    ``python -m conformance.bench``: ``--quick``, ``--impl NAME`` (repeatable), ``--figure``.
+    ``python -m conformance.bench``: ``--quick``, ``--impl NAME`` (repeatable), ``--figure``
+    (repeatable), ``--no-floor``. webrtc_ref's ReplyOnPause replay in simulated time is
+    ``python -m conformance.bench reply-latency`` (not run here).
     """
     _apt_install(session, {"espeak-ng": "/usr/bin/espeak-ng"})
     _install(session)

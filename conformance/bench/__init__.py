@@ -1,1 +1,3 @@
-"""Side-by-side benchmarks of implementations, through their conformance adapters."""
+"""Benchmarks: implementations side by side through their conformance adapters
+(:mod:`conformance.bench.run`), and webrtc_ref's ReplyOnPause replay
+(:mod:`conformance.bench.replay`)."""

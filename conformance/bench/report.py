@@ -12,7 +12,10 @@ Every number on the page comes from the JSON. A figure may be missing, an implem
 missing from a figure, and any value may be ``None`` (it failed): those render as "n/a"; a
 figure an implementation does not support renders as its adapter's reason. Times in the JSON
 are seconds and are shown in milliseconds; fractions are shown as percentages; ratios against
-the baseline implementation as ``1.05×``.
+the baseline implementation as ``1.05×``. Every figure's table shows what it rests on (*n*:
+runs, samples or windows), a spread (IQR or min–max, from the summaries of
+:mod:`conformance.bench.stats` the driver stores, or computed from the raw samples of older
+results) and the number of errors the driver met, each of which is listed under the table.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conformance.bench.stats import ratio as _ratio_value
+from conformance.bench.stats import spread
+
 #: Plot key -> PNG file name (inside the PNG directory).
 PLOT_FILES: dict[str, str] = {
     "audio_rt": "audio_rt.png",
@@ -37,6 +43,8 @@ PLOT_FILES: dict[str, str] = {
 }
 #: The turn latency target drawn on the turns plot (seconds).
 TURN_TARGET_S = 0.6
+#: A reply counts for a turn when it starts within this long after the end of speech.
+TURN_WINDOW_S = 1.5
 #: The late-frame limit a capacity step must stay under (drawn on the capacity plot).
 CAPACITY_LATE_LIMIT = 0.01
 #: Other processes' CPU (% of one core) above which the page warns that figures may suffer.
@@ -118,10 +126,8 @@ def _pct_value(pct: Any) -> str:
 
 
 def _ratio(value: Any, baseline: Any) -> str:
-    a, b = _num(value), _num(baseline)
-    if a is None or b is None or b <= 0:
-        return "n/a"
-    return f"{a / b:.2f}×"
+    number = _ratio_value(_num(value), _num(baseline))
+    return "n/a" if number is None else f"{number:.2f}×"
 
 
 def _int(value: Any) -> str:
@@ -149,6 +155,8 @@ def _duration(seconds: Any) -> str:
     value = _num(seconds)
     if value is None:
         return "n/a"
+    if value < 10:
+        return f"{value:.1f} s".replace(".0 s", " s")
     if value < 120:
         return f"{value:.0f} s"
     minutes, secs = divmod(round(value), 60)
@@ -176,6 +184,11 @@ def _floor(results: dict[str, Any]) -> str:
     return str(results.get("floor") or "aiortc")
 
 
+def _core(results: dict[str, Any]) -> str:
+    """webrtc_ref's core without Gradio: a row of the CPU figure only."""
+    return str(results.get("core") or "webrtc_ref core")
+
+
 def _implementations(results: dict[str, Any]) -> dict[str, Entry]:
     impls = results.get("implementations")
     if not isinstance(impls, dict):
@@ -188,12 +201,12 @@ def _names(results: dict[str, Any]) -> list[str]:
 
     The ``implementations`` table gives the order; names only found in a figure follow it.
     """
-    floor = _floor(results)
-    names = [n for n in _implementations(results) if n != floor]
+    skip = {_floor(results), _core(results)}
+    names = [n for n in _implementations(results) if n not in skip]
     for key in _FIGURE_KEYS:
         data = results.get(key)
         if isinstance(data, dict):
-            names += [str(n) for n in data if str(n) != floor and str(n) not in names]
+            names += [str(n) for n in data if str(n) not in skip and str(n) not in names]
     baseline = _baseline(results)
     if baseline in names:
         names.remove(baseline)
@@ -227,6 +240,7 @@ def _colours(results: dict[str, Any]) -> dict[str, str]:
     ]
     colours = {name: palette[i % len(palette)] for i, name in enumerate(_names(results))}
     colours[_floor(results)] = _FLOOR_COLOUR
+    colours.setdefault(_core(results), palette[-1])
     return colours
 
 
@@ -252,11 +266,12 @@ def _figure_rows(
     columns: Sequence[_Column],
     ratio: _Ratio | None,
     with_floor: bool,
+    extra: Sequence[str] = (),
 ) -> list[list[str]]:
     data = results.get(figure)
     data = data if isinstance(data, dict) else {}
     floor = _floor(results)
-    names = _names(results)
+    names = _names(results) + [name for name in extra if name in data]
     if with_floor or floor in data:
         names.append(floor)
     baseline_entry = data.get(_baseline(results))
@@ -275,6 +290,10 @@ def _figure_rows(
         if not isinstance(entry, dict):
             rows.append([label] + ["n/a"] * width)
             continue
+        if entry.get("error") and not any(k for k in entry if k not in ("error", "errors")):
+            failed = f"*failed: {_escape(str(entry['error']))[:200]}*"
+            rows.append([label, failed] + [""] * (width - 1))
+            continue
         row = [label] + [column.cell(entry) for column in columns]
         if ratio:
             row.append(_ratio(ratio.value(entry), baseline_value))
@@ -288,11 +307,12 @@ def _figure_table(
     columns: Sequence[_Column],
     ratio: _Ratio | None = None,
     with_floor: bool = True,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     header = ["Implementation"] + [c.title for c in columns]
     if ratio:
         header.append(ratio.title)
-    return _table(header, _figure_rows(results, figure, columns, ratio, with_floor))
+    return _table(header, _figure_rows(results, figure, columns, ratio, with_floor, extra))
 
 
 def _image(png_names: dict[str, str], key: str, alt: str) -> list[str]:
@@ -319,6 +339,92 @@ def _vs(results: dict[str, Any], what: str) -> str:
     return f"{what} vs {_baseline(results)}"
 
 
+# -- n, spread and errors
+
+
+def _stats(entry: Any, key: str, raw: str | None = None) -> dict[str, Any]:
+    """The :func:`conformance.bench.stats.spread` stored under ``key``, or computed from the
+    raw samples under ``raw`` (results written before the summaries were stored)."""
+    stored = _get(entry, key)
+    if isinstance(stored, dict) and "n" in stored:
+        return stored
+    return spread(_numbers(_get(entry, raw))) if raw else spread([])
+
+
+def _n(stats: dict[str, Any]) -> str:
+    return _int(stats.get("n"))
+
+
+def _iqr_ms(stats: dict[str, Any]) -> str:
+    low, high = _num(stats.get("p25")), _num(stats.get("p75"))
+    return "n/a" if low is None or high is None else f"{_ms(low)}–{_ms(high)}"
+
+
+def _minmax_ms(stats: dict[str, Any]) -> str:
+    low, high = _num(stats.get("min")), _num(stats.get("max"))
+    return "n/a" if low is None or high is None else f"{_ms(low)}–{_ms(high)}"
+
+
+def _minmax_pct_value(stats: dict[str, Any]) -> str:
+    low, high = _num(stats.get("min")), _num(stats.get("max"))
+    return "n/a" if low is None or high is None else f"{_pct_value(low)}–{_pct_value(high)}"
+
+
+def _minmax_pct(stats: dict[str, Any]) -> str:
+    low, high = _num(stats.get("min")), _num(stats.get("max"))
+    return "n/a" if low is None or high is None else f"{_pct(low)}–{_pct(high)}"
+
+
+def _errors_of(entry: Any) -> list[str]:
+    """Every error an entry records: ``errors`` (a list) and a figure-level ``error``."""
+    errors = [str(e) for e in _list(_get(entry, "errors"))]
+    error = _get(entry, "error")
+    if error and str(error) not in errors:
+        errors.insert(0, str(error))
+    return errors
+
+
+def _error_count(entry: Entry) -> str:
+    count = _num(entry.get("error_count"))
+    return _int(count) if count is not None else str(len(_errors_of(entry)))
+
+
+_ERRORS_COLUMN = _Column("Errors", _error_count)
+#: Errors listed per implementation under a figure (the rest are counted).
+_ERRORS_LISTED = 25
+
+
+def _errors_block(results: dict[str, Any], figure: str, extra: Sequence[str] = ()) -> list[str]:
+    """A collapsed list of every error the driver met in ``figure``, per implementation."""
+    data = results.get(figure)
+    if not isinstance(data, dict):
+        return []
+    lines = []
+    for name in [*_names(results), *extra, _floor(results)]:
+        errors = _errors_of(data.get(name))
+        if not errors:
+            continue
+        counted: dict[str, int] = {}
+        for error in errors:
+            counted[error] = counted.get(error, 0) + 1
+        items = list(counted.items())
+        for error, count in items[:_ERRORS_LISTED]:
+            times = f" (×{count})" if count > 1 else ""
+            lines.append(f"    - {_label(results, name)}: {_escape(error)[:400]}{times}")
+        if len(items) > _ERRORS_LISTED:
+            lines.append(f"    - {_label(results, name)}: … and {len(items) - _ERRORS_LISTED} more")
+    if not lines:
+        return []
+    return [f'??? warning "Errors the driver met ({len(lines)})"', "", *lines, ""]
+
+
+def _rests_on(text: str) -> list[str]:
+    return [f"*Rests on:* {text}", ""]
+
+
+# -- sections
+
+
 def _section_audio(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
     floor = _floor(results)
     floor_entry = _get(results, "audio_echo", floor)
@@ -334,25 +440,35 @@ def _section_audio(results: dict[str, Any], png_names: dict[str, str]) -> list[s
         "and times each marker from its send to the echo's arrival (*round trip*); *into "
         "handler* is the one-way time from the client's send to the handler's `receive()`, "
         "i.e. into the user's code (the floor has no handler). *Coverage*: markers echoed / "
-        "markers sent.",
+        "markers sent. *n*: markers timed, pooled over the runs (one session each); *IQR*: "
+        "the round trip's 25th–75th percentiles.",
         "",
     ]
     missing = _missing(results, "audio_echo")
     if missing:
         return lines + missing
+    runs = _common_seconds(results, "audio_echo", "runs")
+    lines += _rests_on(
+        f"{_int(runs)} sessions per implementation, one after another, each timing every "
+        "100 ms marker of its window."
+    )
     lines += _figure_table(
         results,
         "audio_echo",
         [
             _Column("Runs", lambda e: _int(e.get("runs"))),
+            _Column("n", lambda e: _n(_stats(e, "rt", "rt_s"))),
             _Column("Round trip median", lambda e: _ms(e.get("rt_p50_s"))),
             _Column("Round trip p95", lambda e: _ms(e.get("rt_p95_s"))),
+            _Column("IQR", lambda e: _iqr_ms(_stats(e, "rt", "rt_s"))),
             _Column("Into handler median", into("in_p50_s")),
             _Column("Into handler p95", into("in_p95_s")),
             _Column("Coverage", lambda e: _pct(e.get("coverage"))),
+            _ERRORS_COLUMN,
         ],
         _Ratio(_vs(results, "Round trip p95"), lambda e: e.get("rt_p95_s")),
     )
+    lines += _errors_block(results, "audio_echo")
     lines += _image(png_names, "audio_rt", f"Audio round trip, per implementation and {floor}")
     return lines
 
@@ -363,24 +479,37 @@ def _section_video(results: dict[str, Any], png_names: dict[str, str]) -> list[s
         "",
         "A handler that returns every video frame it receives. *Glass to glass*: from the "
         "client sending a frame to it receiving that frame's echo. *fps*: echoed frames per "
-        "second at the client; *loss*: frames sent but never echoed.",
+        "second at the client (median of the runs, and their range); *loss*: frames sent but "
+        "never echoed. *n*: frames timed, pooled over the runs.",
         "",
     ]
     missing = _missing(results, "video_echo")
     if missing:
         return lines + missing
+    runs = _common_seconds(results, "video_echo", "runs")
+    lines += _rests_on(f"{_int(runs)} sessions per implementation, one after another.")
+
+    def fps_range(e: Entry) -> str:
+        values = _numbers(e.get("fps_runs"))
+        return f"{min(values):.1f}–{max(values):.1f}" if values else "n/a"
+
     lines += _figure_table(
         results,
         "video_echo",
         [
             _Column("Runs", lambda e: _int(e.get("runs"))),
+            _Column("n", lambda e: _n(_stats(e, "g2g", "g2g_s"))),
             _Column("fps", lambda e: _fps(e.get("fps"))),
+            _Column("fps min–max", fps_range),
             _Column("Loss", lambda e: _pct(e.get("loss"))),
             _Column("Glass to glass median", lambda e: _ms(e.get("g2g_p50_s"))),
             _Column("Glass to glass p95", lambda e: _ms(e.get("g2g_p95_s"))),
+            _Column("IQR", lambda e: _iqr_ms(_stats(e, "g2g", "g2g_s"))),
+            _ERRORS_COLUMN,
         ],
         _Ratio(_vs(results, "p95"), lambda e: e.get("g2g_p95_s")),
     )
+    lines += _errors_block(results, "video_echo")
     lines += _image(png_names, "video_g2g", "Video glass-to-glass latency")
     return lines
 
@@ -396,53 +525,86 @@ def _section_video_slow(results: dict[str, Any], png_names: dict[str, str]) -> l
         f"A video handler that takes longer per frame than the frame interval{over}. "
         "An implementation that queues frames falls further and further behind (its latency "
         "grows); one that drops stale frames stays current at a lower frame rate. *First* "
-        "and *last*: median latency at the start and at the end of the run; *growth*: last "
-        "− first.",
+        "and *last*: median latency of the frames echoed in the first 5 s (after a 2 s "
+        "warm-up) and in the last 5 s of the run; *growth*: last − first; *n*: frames echoed "
+        "over the run; *last IQR*: the spread of the last 5 s.",
         "",
     ]
     missing = _missing(results, "video_slow")
     if missing:
         return lines + missing
+    lines += _rests_on("one session per implementation, every frame it got back.")
     lines += _figure_table(
         results,
         "video_slow",
         [
             _Column("Function", lambda e: _ms(e.get("fn_s"))),
+            _Column("n", lambda e: _int(e.get("frames") or len(_list(e.get("series"))))),
             _Column("fps", lambda e: _fps(e.get("fps"))),
             _Column("Loss", lambda e: _pct(e.get("loss"))),
             _Column("First median", lambda e: _ms(e.get("first_p50_s"))),
             _Column("Last median", lambda e: _ms(e.get("last_p50_s"))),
+            _Column("Last IQR", lambda e: _iqr_ms(_stats(e, "last"))),
             _Column("Growth", lambda e: _signed_ms(e.get("growth_s"))),
+            _ERRORS_COLUMN,
         ],
         _Ratio(_vs(results, "Last median"), lambda e: e.get("last_p50_s")),
         with_floor=False,
     )
+    lines += _errors_block(results, "video_slow")
     lines += _image(png_names, "video_slow", "Video latency over time with a slow handler")
     return lines
+
+
+def _silent_cell(e: Entry) -> str:
+    runs = _num(e.get("silent_runs"))
+    if runs is None:
+        return "n/a"
+    ok = _num(e.get("silent_ok")) or 0
+    return f"{ok:.0f}/{runs:.0f}"
 
 
 def _section_turns(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
     lines = [
         "## Turn latency (ReplyOnPause)",
         "",
-        "A `ReplyOnPause` handler that answers every spoken turn. Latency: from the end of a "
-        "turn's speech to the first audio of its reply. *False*: replies no turn asked for; "
-        "*missed*: turns that got no reply. "
+        "A `ReplyOnPause` handler that answers every turn at once with a 1 kHz tone, fed "
+        "espeak-ng speech with known ends of speech (`fixtures.speech` and two more "
+        "scenarios made the same way, `conformance.bench.speech`); every round plays each "
+        "scenario once on a fresh connection, each round's audio a few ms later than the "
+        "last, so ends of speech fall at other phases of the 20 ms frames. *Latency*: from "
+        "the end of a turn's speech to the first audio of its reply at the client; *n*: "
+        "turns timed. *False*: replies no turn asked for; *missed*: turns that got no "
+        f"reply within {_ms(TURN_WINDOW_S)}. *Silent*: runs of the scenarios where a "
+        "correct implementation must stay silent (noise only, tone only) that got no reply; "
+        "a reply there is a false turn. *Errors*: runs that failed (no connection, "
+        "connection lost): neither turns nor misses. "
         f"The plot's vertical line is the {_ms(TURN_TARGET_S)} target.",
         "",
     ]
     missing = _missing(results, "turns")
     if missing:
         return lines + missing
+    rounds = _common_seconds(results, "turns", "rounds")
+    runs = _common_seconds(results, "turns", "runs")
+    lines += _rests_on(
+        f"{_int(rounds)} rounds, {_int(runs)} runs (one connection each) per implementation; "
+        "the turns and scenarios are counted in the table."
+    )
     lines += _figure_table(
         results,
         "turns",
         [
-            _Column("Turns", lambda e: _int(e.get("turns"))),
+            _Column("n", lambda e: _int(e.get("n", e.get("turns")))),
+            _Column("Scenarios", lambda e: _int(e.get("speech_scenarios"))),
             _Column("Median", lambda e: _ms(e.get("p50_s"))),
             _Column("p95", lambda e: _ms(e.get("p95_s"))),
+            _Column("IQR", lambda e: _iqr_ms(_stats(e, "latency", "latencies_s"))),
+            _Column("Min–max", lambda e: _minmax_ms(_stats(e, "latency", "latencies_s"))),
             _Column("False", lambda e: _int(e.get("false"))),
             _Column("Missed", lambda e: _int(e.get("missed"))),
+            _Column("Silent", _silent_cell),
+            _Column("Errors", lambda e: _int(e.get("error_runs", len(_errors_of(e))))),
         ],
         _Ratio(_vs(results, "p95"), lambda e: e.get("p95_s")),
         with_floor=False,
@@ -455,55 +617,158 @@ def _section_turns(results: dict[str, Any], png_names: dict[str, str]) -> list[s
             notes.append(f"- {name}: {_escape(str(note))}")
     if notes:
         lines += [*notes, ""]
+    lines += _turn_scenarios(results)
+    lines += _errors_block(results, "turns")
     lines += _image(png_names, "turns", "Turn latency per implementation")
     return lines
 
 
-def _cpu_counts(data: dict[str, Any]) -> list[str]:
-    counts: set[str] = set()
-    for entry in data.values():
-        for mode in ("echo", "idle"):
-            values = _get(entry, mode)
-            if isinstance(values, dict):
-                counts.update(str(k) for k in values)
-    return sorted(counts, key=lambda k: (int(k) if k.isdigit() else math.inf, k))
+def _silent_of(scenario: Entry) -> str:
+    """``ok/completed`` runs of a silent scenario (runs that failed are errors)."""
+    completed = (_num(scenario.get("runs")) or 0) - (_num(scenario.get("errors")) or 0)
+    return f"{_int(scenario.get('silent_ok'))}/{_int(completed)}"
+
+
+def _turn_scenarios(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for name in _names(results):
+        scenarios = _get(results, "turns", name, "scenarios")
+        if not isinstance(scenarios, dict):
+            continue
+        for scenario, s in scenarios.items():
+            if not isinstance(s, dict):
+                continue
+            stats = _stats(s, "latency", "latencies_s")
+            silent = bool(s.get("silent"))
+            rows.append(
+                [
+                    name,
+                    f"`{_escape(str(scenario))}`" + (" (silent)" if silent else ""),
+                    _int(s.get("runs")),
+                    "—" if silent else _int(s.get("expected")),
+                    "—" if silent else _n(stats),
+                    "—" if silent else _ms(stats.get("p50")),
+                    "—" if silent else _ms(stats.get("p95")),
+                    _int(s.get("false")),
+                    "—" if silent else _int(s.get("missed")),
+                    _silent_of(s) if silent else "—",
+                    _int(s.get("errors")),
+                ]
+            )
+    if not rows:
+        return []
+    table = _table(
+        [
+            "Implementation",
+            "Scenario",
+            "Runs",
+            "Turns",
+            "n",
+            "Median",
+            "p95",
+            "False",
+            "Missed",
+            "Silent",
+            "Errors",
+        ],
+        rows,
+    )
+    return ['??? note "Every scenario"', "", *("    " + line if line else "" for line in table)]
+
+
+def _cpu_mode(entry: Entry, mode: str) -> dict[str, Any]:
+    """``{"median_pct", "stats"}`` of one CPU mode; results before schema 2 kept one value
+    per session count (``{"4": 6.9}``)."""
+    value = entry.get(mode)
+    if isinstance(value, dict) and ("median_pct" in value or "stats" in value):
+        stats = value.get("stats") if isinstance(value.get("stats"), dict) else {}
+        return {"median_pct": value.get("median_pct"), "stats": stats, **value}
+    if isinstance(value, dict) and value:
+        numbers = [_num(v) for v in value.values()]
+        last = numbers[-1] if numbers else None
+        return {"median_pct": last, "stats": spread([] if last is None else [last])}
+    return {"median_pct": None, "stats": spread([])}
 
 
 def _section_cpu(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    core = _core(results)
+    floor = _floor(results)
     lines = [
-        "## Server CPU per connection",
+        "## Server CPU per session",
         "",
         "CPU time of the server process only, in % of one core, divided by the number of "
-        "connections, less the idle server's own CPU measured just before: while echoing "
-        "audio with the guide's EchoHandler (*echo*), and while taking the client's audio "
-        "with a handler whose `emit` returns None, so nothing goes back (*idle*; the floor "
-        "reads the audio and discards it).",
+        "sessions, less the idle server's own CPU measured just before each window: while "
+        "echoing audio with the guide's EchoHandler (*echo*), and while taking the client's "
+        "audio with a handler whose `emit` returns None, so nothing goes back (*idle*; the "
+        "floor reads the audio and discards it). Each value is the median of *n* windows "
+        "(modes interleaved), beside their range; each window has a fresh server process "
+        "(after one warm-up connection), so that what an earlier window left behind (a "
+        "worker blocked in a closed connection's `emit`, an idle `emit` still called in a "
+        "loop) is not charged to it. The client "
+        "peers are light (pre-encoded packets out, RTP logged, not decoded); their own CPU "
+        "per session is shown beside.",
         "",
-        "The floor's echo sends aiortc's decoded frames back as they are. Their buffers are "
-        "sized for 120 ms, and aiortc's sender computes each packet's audio level in Python "
-        "over the whole buffer, which makes the bare echo dearer than an implementation that "
-        "builds its own 20 ms frames (`python -m webrtc_ref.bench echo` measures a floor "
-        "without that cost, `bare-tight`).",
+        "The floor's plain echo (*echo*) sends aiortc's decoded frames back as they are. "
+        "Their buffers are sized for 120 ms, and aiortc's sender computes each packet's "
+        "audio level in Python over the whole buffer, which makes the bare echo dearer than "
+        "an implementation that builds its own 20 ms frames. *Echo, tight floor* is the "
+        "floor without that cost (`bare-tight`: each frame copied into a 20 ms buffer "
+        "first): the echo target is against it. The idle target is against the floor's "
+        f"idle peer. *{core}* is webrtc_ref's StreamServer without Gradio (the same "
+        "process kind as the floor): the difference from the webrtc_ref row is the Gradio "
+        "path's.",
         "",
     ]
     missing = _missing(results, "cpu")
     if missing:
         return lines + missing
-    counts = _cpu_counts(results["cpu"])
+    runs = _common_seconds(results, "cpu", "runs")
+    sessions = _common_seconds(results, "cpu", "sessions")
+    window = _common_seconds(results, "cpu", "window_s")
+    lines += _rests_on(
+        f"{_int(runs)} windows of {_duration(window)} per mode and implementation, "
+        f"{_int(sessions)} sessions each."
+    )
+    floor_entry = _get(results, "cpu", floor)
 
-    def cell(mode: str, count: str) -> Callable[[Entry], str]:
-        return lambda e: _pct_value(_get(e, mode, count))
+    def median_of(mode: str) -> Callable[[Entry], str]:
+        return lambda e: _pct_value(_cpu_mode(e, mode)["median_pct"])
 
-    def plural(count: str) -> str:
-        return f"{count} connection" + ("" if count == "1" else "s")
+    def range_of(mode: str) -> Callable[[Entry], str]:
+        return lambda e: _minmax_pct_value(_cpu_mode(e, mode)["stats"])
 
-    columns = [_Column(f"Echo, {plural(c)}", cell("echo", c)) for c in counts]
-    columns += [_Column(f"Idle, {plural(c)}", cell("idle", c)) for c in counts]
-    ratio = None
-    if counts:
-        last = counts[-1]
-        ratio = _Ratio(_vs(results, f"Echo, {last}"), lambda e: _get(e, "echo", last))
-    lines += _figure_table(results, "cpu", columns, ratio)
+    def tight(e: Entry) -> str:
+        if e is not floor_entry:
+            return "—"
+        mode = _cpu_mode(e, "echo_tight")
+        return f"{_pct_value(mode['median_pct'])} ({_minmax_pct_value(mode['stats'])})"
+
+    def windows(e: Entry) -> str:
+        counts = {_n(_cpu_mode(e, m)["stats"]) for m in ("echo", "idle")}
+        return "/".join(sorted(counts))
+
+    def client(e: Entry) -> str:
+        value = _get(e, "echo", "client_median_pct")
+        return _pct_value(value)
+
+    lines += _figure_table(
+        results,
+        "cpu",
+        [
+            _Column("Sessions", lambda e: _int(e.get("sessions"))),
+            _Column("n", windows),
+            _Column("Echo", median_of("echo")),
+            _Column("Echo min–max", range_of("echo")),
+            _Column("Echo, tight floor", tight),
+            _Column("Idle", median_of("idle")),
+            _Column("Idle min–max", range_of("idle")),
+            _Column("Client per echo session", client),
+            _ERRORS_COLUMN,
+        ],
+        _Ratio(_vs(results, "Echo"), lambda e: _cpu_mode(e, "echo")["median_pct"]),
+        extra=(core,),
+    )
+    lines += _errors_block(results, "cpu", extra=(core,))
     return lines
 
 
@@ -512,35 +777,69 @@ def _last_passed(entry: Entry) -> Entry | None:
     return steps[-1] if steps else None
 
 
+def _held_value(entry: Entry, key: str) -> Any:
+    """A value at the held step: stored by the driver, else that of the last passing step."""
+    stored = {"server_cpu_pct": "held_server_pct", "client_cpu_pct": "held_client_pct"}
+    if key in stored and entry.get(stored[key]) is not None:
+        return entry.get(stored[key])
+    return _get(_last_passed(entry), key)
+
+
 def _section_capacity(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
     lines = [
         "## Capacity",
         "",
-        "Concurrent echo sessions added in steps until a step fails: a session does not "
-        f"connect, or more than {_pct(CAPACITY_LATE_LIMIT)} of frames arrive late. *Held*: the "
-        "most sessions of a step that passed; *stopped*: why the ramp ended. Late frames and "
-        "CPU (in % of one core) are those of the last step that passed.",
+        "Concurrent echo sessions, added in steps until a step fails, then one at a time "
+        "from the last step that passed: a step passes when every session connected, its "
+        "echo is intact (at least 90% of the timestamp markers come back) and at most "
+        f"{_pct(CAPACITY_LATE_LIMIT)} of the 20 ms frames arrive late (more than 40 ms after "
+        "the stream's best offset) or not at all. A failed step is measured once more; the "
+        "held step once more at the end. Each window has a fresh server process (after one "
+        "warm-up connection): sessions of earlier steps that an implementation keeps busy "
+        "after they closed are not charged to the next. The client peers are light "
+        "(pre-encoded packets "
+        "out, RTP logged and decoded only after the window), so that the server, not the "
+        "client, runs out of CPU first: the client's CPU is shown beside the server's (both "
+        "in % of one core, of the held step). *Held*: the most sessions of a step that "
+        "passed; *failed at*: the step above it; *n*: windows measured over the ramp; *late "
+        "at held*: the range over the held step's windows.",
         "",
     ]
     missing = _missing(results, "capacity")
     if missing:
         return lines + missing
+    lines += _rests_on(
+        "one ramp per implementation, *n* windows (every step below), each with a fresh "
+        "server process and fresh sessions."
+    )
 
-    def from_last(key: str, fmt: Callable[[Any], str]) -> Callable[[Entry], str]:
-        return lambda e: fmt(_get(_last_passed(e), key))
+    def held_late(e: Entry) -> str:
+        stats = e.get("held_late")
+        if isinstance(stats, dict):
+            return f"{_minmax_pct(stats)} ({_int(e.get('held_passed'))}/{_n(stats)} passed)"
+        return _pct(_held_value(e, "late_fraction"))
+
+    def per_session(key: str) -> Callable[[Entry], str]:
+        return lambda e: _pct_value(_get(e, key, "p50"))
 
     lines += _figure_table(
         results,
         "capacity",
         [
             _Column("Held", lambda e: _int(e.get("held"))),
+            _Column("Failed at", lambda e: _int(e.get("failed_at"))),
             _Column("Stopped", lambda e: _text(e.get("stopped"))),
-            _Column("Late frames", from_last("late_fraction", _pct)),
-            _Column("Server CPU", from_last("server_cpu_pct", _pct_value)),
-            _Column("Client CPU", from_last("client_cpu_pct", _pct_value)),
+            _Column("n", lambda e: _int(e.get("windows") or len(_list(e.get("steps"))))),
+            _Column("Late at held", held_late),
+            _Column("Server CPU", lambda e: _pct_value(_held_value(e, "server_cpu_pct"))),
+            _Column("Client CPU", lambda e: _pct_value(_held_value(e, "client_cpu_pct"))),
+            _Column("Server per session", per_session("server_per_session_pct")),
+            _Column("Client per session", per_session("client_per_session_pct")),
+            _ERRORS_COLUMN,
         ],
         _Ratio(_vs(results, "Held"), lambda e: e.get("held")),
     )
+    lines += _errors_block(results, "capacity")
     lines += _image(png_names, "capacity", "Late frames against concurrent sessions")
     lines += _capacity_steps(results)
     return lines
@@ -558,14 +857,21 @@ def _capacity_steps(results: dict[str, Any]) -> list[str]:
             if not isinstance(step, dict):
                 continue
             passed = step.get("passed")
+            attempt = _int(step.get("attempt")) if step.get("attempt") else ""
+            phase = _text(step.get("phase")) if step.get("phase") else "n/a"
             rows.append(
                 [
                     _label(results, name),
                     _int(step.get("n")),
+                    f"{phase} {attempt}".strip(),
                     _int(step.get("connected")),
                     _pct(step.get("late_fraction")),
+                    _pct(step.get("coverage")),
+                    _ms(step.get("rt_p95_s")),
                     _pct_value(step.get("server_cpu_pct")),
                     _pct_value(step.get("client_cpu_pct")),
+                    _pct_value(step.get("other_cpu_pct")),
+                    str(len(_list(step.get("errors")))),
                     "✅" if passed is True else "❌" if passed is False else "n/a",
                 ]
             )
@@ -575,15 +881,30 @@ def _capacity_steps(results: dict[str, Any]) -> list[str]:
         [
             "Implementation",
             "Sessions",
+            "Window",
             "Connected",
             "Late frames",
+            "Markers back",
+            "Round trip p95",
             "Server CPU",
             "Client CPU",
+            "Other CPU",
+            "Errors",
             "Passed",
         ],
         rows,
     )
-    return ['??? note "Every step"', "", *("    " + line if line else "" for line in table)]
+    note = [
+        "    The round trip here is measured at the client's RTP arrival (the light "
+        "client has no jitter buffer), so it is shorter than the audio echo figure's.",
+        "",
+    ]
+    return [
+        '??? note "Every step"',
+        "",
+        *note,
+        *("    " + line if line else "" for line in table),
+    ]
 
 
 def _section_isolation(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
@@ -594,26 +915,31 @@ def _section_isolation(results: dict[str, Any], png_names: dict[str, str]) -> li
         "",
         f"Whether one session's slow handler (one that {slow}) holds up another session: the "
         "audio round-trip p95 and late-frame fraction of an echo session alone and while the "
-        "slow session runs; *Δ p95*: loaded − alone.",
+        "slow session runs; *Δ p95*: loaded − alone; *n*: markers timed alone / loaded.",
         "",
     ]
     missing = _missing(results, "isolation")
     if missing:
         return lines + missing
+    lines += _rests_on("one echo session alone, then one beside the slow session.")
     lines += _figure_table(
         results,
         "isolation",
         [
             _Column("Function", lambda e: _ms(e.get("fn_s"))),
+            _Column("n", lambda e: f"{_n(_stats(e, 'alone'))} / {_n(_stats(e, 'loaded'))}"),
             _Column("p95 alone", lambda e: _ms(e.get("alone_rt_p95_s"))),
             _Column("p95 loaded", lambda e: _ms(e.get("loaded_rt_p95_s"))),
+            _Column("IQR loaded", lambda e: _iqr_ms(_stats(e, "loaded"))),
             _Column("Δ p95", lambda e: _signed_ms(e.get("delta_p95_s"))),
             _Column("Late alone", lambda e: _pct(e.get("alone_late"))),
             _Column("Late loaded", lambda e: _pct(e.get("loaded_late"))),
+            _ERRORS_COLUMN,
         ],
         _Ratio(_vs(results, "p95 loaded"), lambda e: e.get("loaded_rt_p95_s")),
         with_floor=False,
     )
+    lines += _errors_block(results, "isolation")
     return lines
 
 
@@ -624,7 +950,7 @@ def _section_setup(results: dict[str, Any], png_names: dict[str, str]) -> list[s
         "Connection setup. *Server answer*: the server's time from receiving the offer to "
         "having its answer; *HTTP offer*: the client's time from posting the offer to "
         "receiving the answer; *first media*: from starting the connection to the first "
-        "echoed media at the client.",
+        "echoed media at the client; *n*: connections (one at a time).",
         "",
     ]
     missing = _missing(results, "setup")
@@ -634,13 +960,20 @@ def _section_setup(results: dict[str, Any], png_names: dict[str, str]) -> list[s
         results,
         "setup",
         [
+            _Column("n", lambda e: _n(_stats(e, "first_media", "first_media_s"))),
             _Column("Server answer median", lambda e: _ms(e.get("server_answer_p50_s"))),
             _Column("HTTP offer median", lambda e: _ms(e.get("http_offer_p50_s"))),
             _Column("First media median", lambda e: _ms(e.get("first_media_p50_s"))),
             _Column("First media p95", lambda e: _ms(e.get("first_media_p95_s"))),
+            _Column(
+                "First media min–max",
+                lambda e: _minmax_ms(_stats(e, "first_media", "first_media_s")),
+            ),
+            _ERRORS_COLUMN,
         ],
         _Ratio(_vs(results, "First media p95"), lambda e: e.get("first_media_p95_s")),
     )
+    lines += _errors_block(results, "setup")
     return lines
 
 
@@ -707,6 +1040,7 @@ def _section_hostile(results: dict[str, Any], png_names: dict[str, str]) -> list
             rows.append(
                 [
                     f"`{kind}`",
+                    _int(c.get("n", len(_list(c.get("reply_s"))) or entry.get("repeats"))),
                     _ms(c.get("reply_p50_s")),
                     _ms(c.get("reply_max_s")),
                     _ms(c.get("stall_s")),
@@ -714,7 +1048,8 @@ def _section_hostile(results: dict[str, Any], png_names: dict[str, str]) -> list
                 ]
             )
         lines += [f"**{_label(results, name)}**", ""]
-        lines += _table(["Class", "Reply p50", "Reply max", "Loop stall", "Replies"], rows)
+        lines += _table(["Class", "n", "Reply p50", "Reply max", "Loop stall", "Replies"], rows)
+    lines += _errors_block(results, "hostile")
     return lines
 
 
@@ -724,13 +1059,20 @@ def _section_soak(results: dict[str, Any], png_names: dict[str, str]) -> list[st
         "",
         "Echo sessions connect, stream for 1-6 s and leave, over and over, several at "
         "once; the server process's resident memory, OS threads and open file descriptors "
-        "are read from `/proc` every few seconds. The target is flat: a closed session "
-        "leaves nothing behind. Run for webrtc_ref only (it takes its full duration).",
+        "are read from `/proc` every few seconds (*n*: samples). The target is flat: a "
+        "closed session leaves nothing behind. Run for webrtc_ref only (it takes its full "
+        "duration).",
         "",
     ]
     missing = _missing(results, "soak")
     if missing:
         return lines + missing
+
+    def rss_range(e: Entry) -> str:
+        values = [_num(_get(s, "rss_kb")) for s in _list(e.get("samples"))]
+        kb = [v for v in values if v is not None]
+        return f"{min(kb) / 1024:.0f}–{max(kb) / 1024:.0f} MB" if kb else "n/a"
+
     lines += _figure_table(
         results,
         "soak",
@@ -738,9 +1080,11 @@ def _section_soak(results: dict[str, Any], png_names: dict[str, str]) -> list[st
             _Column("Sessions", lambda e: _int(e.get("sessions"))),
             _Column("Duration", lambda e: _duration(e.get("duration_s"))),
             _Column("Cycles", lambda e: _int(e.get("cycles"))),
+            _Column("n", lambda e: str(len(_list(e.get("samples"))))),
             _Column("Errors", lambda e: _int(e.get("error_count"))),
             _Column("RSS growth", lambda e: _mb(e.get("rss_growth_mb"))),
             _Column("… second half", lambda e: _mb(e.get("rss_second_half_growth_mb"))),
+            _Column("RSS min–max", rss_range),
             _Column(
                 "Threads first → last",
                 lambda e: f"{_int(e.get('threads_first'))} → {_int(e.get('threads_last'))}",
@@ -752,6 +1096,7 @@ def _section_soak(results: dict[str, Any], png_names: dict[str, str]) -> list[st
         ],
         with_floor=False,
     )
+    lines += _errors_block(results, "soak")
     return lines + _image(png_names, "soak", "Long soak: RSS, threads and fds over time")
 
 
@@ -879,7 +1224,15 @@ def _implementations_section(results: dict[str, Any]) -> list[str]:
 
 def _targets(results: dict[str, Any]) -> list[str]:
     targets = results.get("targets")
-    lines = ["## Targets", ""]
+    lines = [
+        "## Targets",
+        "",
+        "The project's targets for webrtc_ref, checked in the run. *Baseline*: what the "
+        "figure is compared with, measured in the same run (the floor, or for an absolute "
+        "target its own reference); *ratio*: measured / baseline; *n* and *spread*: what the "
+        "measured value (/ the baseline) rests on.",
+        "",
+    ]
     if not isinstance(targets, list) or not targets:
         return [*lines, "*No targets in this run.*", ""]
     rows = []
@@ -887,15 +1240,21 @@ def _targets(results: dict[str, Any]) -> list[str]:
         if not isinstance(target, dict):
             continue
         met = target.get("met")
+        ratio = _num(target.get("ratio"))
         rows.append(
             [
                 _text(target.get("name")),
                 _text(target.get("target")),
                 _text(target.get("value")),
+                _text(target.get("baseline")),
+                "n/a" if ratio is None else f"{ratio:.2f}×",
+                _text(target.get("n")),
+                _text(target.get("spread")),
                 "✅" if met is True else "❌" if met is False else "n/a",
             ]
         )
-    return lines + _table(["Figure", "Target", "Measured", "Met"], rows)
+    header = ["Figure", "Target", "Measured", "Baseline", "Ratio", "n", "Spread", "Met"]
+    return lines + _table(header, rows)
 
 
 def render_markdown(results: dict[str, Any], png_names: dict[str, str]) -> str:

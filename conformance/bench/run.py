@@ -2,32 +2,53 @@
 
 Each implementation serves :mod:`conformance.bench.server` (the apps the user guide would
 write, built with its conformance adapter's API) from **its own venv, in its own process**;
-the floor is a bare aiortc peer with no component (``webrtc_ref.bench._servers``, the
-``bare-echo`` / ``bare-sink`` kinds). This process is the client: the conformance suite's
-wire client (:class:`conformance.wire.WirePeer`, a real aiortc peer that speaks each
-implementation's protocol like its browser client) sends fixture media over loopback and
-records what comes back. Figures, per implementation (and the floor where it applies):
+the floor is a bare aiortc peer with no component (:mod:`conformance.bench.floor`, the
+``bare-echo`` / ``bare-tight`` / ``bare-sink`` kinds), and the CPU figure adds webrtc_ref's
+core without Gradio (``ref-echo`` / ``ref-idle``, same process kind). This process is the
+client: the conformance suite's wire client (:class:`conformance.wire.WirePeer`, a real
+aiortc peer that speaks each implementation's protocol like its browser client) sends
+fixture media over loopback and records what comes back. Where many sessions run at once
+(capacity, CPU) the client peers are light (:mod:`conformance.bench.media`: pre-encoded
+packets out, RTP logged and decoded after the window), so the server runs out of CPU before
+they do; the client's own CPU is reported beside the server's. Statistics:
+:mod:`conformance.bench.stats` (every figure keeps its samples and their n and spread).
+Figures, per implementation (and the floor where it applies):
 
 1. **Audio echo** (the guide's ``EchoHandler``): round trip of every 100 ms
    ``fixtures.timestamps`` marker (client send -> echoed marker heard at the client), and
    client -> ``receive()`` (send -> the handler call holding the marker, one-way into the
-   user's code; one ``time.time()`` clock for both processes).
+   user's code; one ``time.time()`` clock for both processes). ``echo_runs`` sessions.
 2. **Video echo**, 640x480 at 30 fps, identity ``fn``: delivered fps, frame loss and
-   glass-to-glass latency by frame id (``fixtures.video`` barcode).
+   glass-to-glass latency by frame id (``fixtures.video`` barcode). ``video_runs`` sessions.
 3. **Video with a 100 ms fn** for 30 s: latency by arrival time; growth = median of the last
    5 s - median of the first 5 s (after a 2 s warm-up). A bounded pipeline stays flat.
-4. **Turn latency**: ``fixtures.speech`` scenarios through ``ReplyOnPause`` whose generator
-   replies at once with a 1 kHz tone; end of speech (manifest) -> the reply's first frame at
-   the client; false and missed turns.
-5. **Server CPU per connection**, idle (``emit`` returns ``None``) and echoing, N = 1 and 4,
-   from ``/proc/<pid>/stat`` of the server process, less its own idle CPU measured just before.
-6. **Capacity**: N concurrent echo sessions, N ramped; a step passes when every session
-   connected and under 1 % of the 20 ms frames are late (> 40 ms behind the stream's best
-   arrival offset) or missing (``webrtc_ref.bench.echo.frame_lateness``).
+4. **Turns**: :mod:`conformance.bench.speech` scenarios through ``ReplyOnPause`` whose
+   generator replies at once with a 1 kHz tone, ``turn_rounds`` rounds (each round's audio
+   starts a few ms later, so speech ends fall at other phases of the frames). Speech
+   scenarios: end of speech (manifest) -> the reply's first frame at the client, false and
+   missed turns. Silent scenarios (noise, tone only): a success when nothing comes back, a
+   false turn per reply. A run that fails (no connection, connection lost) is an error,
+   counted apart.
+5. **Server CPU per session**: ``cpu_n`` sessions, ``cpu_runs`` windows per mode, from
+   ``/proc/<pid>/stat`` of the server process less its own idle CPU measured just before:
+   echo (the guide's EchoHandler), idle (``emit`` returns ``None``); the floor also
+   measures ``bare-tight`` (the echo target's baseline). Each window in a fresh server
+   process, after a warm-up connection.
+6. **Capacity**: N concurrent echo sessions, N ramped in steps of ``ramp_step`` and then of
+   1 from the last step that passed; a step passes when every session connected, its echo
+   is intact (markers come back) and under 1 % of the 20 ms frames are late (> 40 ms behind
+   the stream's best arrival offset) or missing (:func:`conformance.bench.media.frame_lateness`).
+   A failed step is measured again once; the held step once more at the end. Each window
+   in a fresh server process, after a warm-up connection (see :func:`measure_window`).
 7. **Isolation**: a 200 ms video ``fn`` on one connection (640x480 at 30 fps) while another
    connection's audio echo is measured, against the same echo alone.
 8. **Setup**: offer -> answer inside the server (its ``offer`` server function, timed),
    the offer's HTTP round trip at the client, connect -> first media at the client.
+9. **Hostile offers** and 10. **the long soak** (webrtc_ref only): see their functions.
+
+Every figure records the errors the driver met (``errors``: one line each, with the
+scenario, step or run it happened in). :func:`targets_table` checks the project's targets
+against baselines measured in the same run.
 
 Run: ``python -m conformance.bench [--impl NAME ...] [--quick] [--python NAME=PATH ...]
 [--json build/bench/results.json] [--md docs/benchmarks.md]``.
@@ -42,7 +63,6 @@ import contextvars
 import datetime
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,24 +72,44 @@ from typing import Any
 
 import numpy as np
 
+from conformance.bench.media import frame_lateness, round_trips
+from conformance.bench.stats import difference, median, pct, ratio, spread
+from conformance.bench.system import (
+    OTHER_LOAD_PCT,
+    busy_pct,
+    machine,
+    proc_stat,
+    process_cpu_s,
+    thread_cpu_s,
+    thread_pct,
+    wait_quiet,
+)
+
 FLOOR = "aiortc"
 BASELINE = "webrtc_ref"
+#: webrtc_ref's StreamServer without Gradio (the CPU figure only), served like the floor.
+CORE = "webrtc_ref core"
 DEFAULT_IMPLS: tuple[str, ...] = ("webrtc_ref", "gradio_webrtc", "fastrtc")
-#: Server kinds of the floor for each bench stream (see webrtc_ref.bench._servers).
+#: Server kinds of the floor for each bench stream (see conformance.bench.floor).
 FLOOR_KINDS: dict[str, str] = {
     "echo": "bare-echo",
     "echo-timed": "bare-echo",
+    "echo-tight": "bare-tight",
     "idle": "bare-sink",
     "video": "bare-echo",
 }
+#: Server kinds of webrtc_ref's core (StreamServer, no Gradio) for the CPU figure.
+CORE_KINDS: dict[str, str] = {"echo": "ref-echo", "idle": "ref-idle"}
 LATE_LIMIT = 0.01
-#: Other processes using more than this (% of one core) during a window disturb it.
-OTHER_LOAD_PCT = 15.0
+#: A capacity step's echo is intact when at least this fraction of its markers come back.
+MIN_COVERAGE = 0.9
 REPLY_HZ = 1000.0
 #: A turn matches an end of speech when its reply starts within this window after it.
 TURN_WINDOW_S = 1.5
 #: Replies closer than this to the previous reply frame belong to the same reply.
 REPLY_GAP_S = 0.6
+#: A turns run listens this long after its audio ends (a late or false reply still counts).
+TURN_TAIL_S = 1.5
 CONNECT_TIMEOUT_S = 20.0
 #: A capacity step gives up on a session with no media after this long.
 CAPACITY_CONNECT_TIMEOUT_S = 10.0
@@ -77,6 +117,17 @@ CAPACITY_CONNECT_TIMEOUT_S = 10.0
 CONNECT_DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar(
     "CONNECT_DEADLINE", default=CONNECT_TIMEOUT_S
 )
+#: The project's targets for webrtc_ref (checked by :func:`targets_table`).
+TARGET_RT_P95_DELTA_S = 0.040
+TARGET_FPS = 29.0
+TARGET_G2G_ADDED_S = 1 / 30
+TARGET_GROWTH_S = 1 / 30
+TARGET_TURN_P95_S = 0.6
+TARGET_MIN_TURNS = 30
+TARGET_CPU_RATIO = 1.15
+TARGET_IDLE_OVER_PCT = 1.0
+TARGET_CAPACITY_RATIO = 0.9
+TARGET_ISOLATION_S = 0.020
 #: What the conformance suite found that explains some figures (its expectation files).
 NOTES: dict[str, tuple[str, ...]] = {
     "gradio_webrtc": (
@@ -112,10 +163,20 @@ class Plan:
     video_runs: int
     video_window_s: float
     slow_s: float
-    turn_scenarios: tuple[str, ...]
-    cpu_ns: tuple[int, ...]
+    #: The turns figure: these scenarios (conformance.bench.speech), ``turn_rounds`` times,
+    #: round r delayed by ``r * turn_lead_step_s``.
+    turn_speech: tuple[str, ...]
+    turn_silent: tuple[str, ...]
+    turn_rounds: int
+    turn_lead_step_s: float
+    #: The CPU figure: ``cpu_runs`` windows of ``cpu_window_s`` per mode, ``cpu_n`` sessions.
+    cpu_n: int
+    cpu_runs: int
     cpu_window_s: float
-    ramp: tuple[int, ...]
+    #: Capacity: N = ramp_start, + ramp_step, ... up to ramp_max, then steps of 1.
+    ramp_start: int
+    ramp_step: int
+    ramp_max: int
     cap_window_s: float
     cap_budget_s: float
     isolation_window_s: float
@@ -139,12 +200,25 @@ FULL = Plan(
     video_runs=2,
     video_window_s=5.0,
     slow_s=30.0,
-    turn_scenarios=("speech_pause_speech", "hesitations", "noise_only"),
-    cpu_ns=(4,),
+    # 11 turns over 5 speech scenarios per round: 33 turns; 6 silent runs
+    turn_speech=(
+        "speech_pause_speech",
+        "hesitations",
+        "speech_then_silence",
+        "questions",
+        "short_answers",
+    ),
+    turn_silent=("noise_only", "tone_only"),
+    turn_rounds=3,
+    turn_lead_step_s=0.007,
+    cpu_n=4,
+    cpu_runs=5,
     cpu_window_s=3.0,
-    ramp=(4, 8, 12, 16, 20, 24, 32),
+    ramp_start=4,
+    ramp_step=4,
+    ramp_max=64,
     cap_window_s=4.0,
-    cap_budget_s=50.0,
+    cap_budget_s=240.0,
     isolation_window_s=4.0,
     setup_trials=5,
 )
@@ -156,12 +230,18 @@ QUICK = Plan(
     video_runs=1,
     video_window_s=4.0,
     slow_s=9.0,
-    turn_scenarios=("speech_pause_speech",),
-    cpu_ns=(1,),
+    turn_speech=("speech_pause_speech",),
+    turn_silent=("noise_only",),
+    turn_rounds=1,
+    turn_lead_step_s=0.007,
+    cpu_n=2,
+    cpu_runs=2,
     cpu_window_s=2.5,
-    ramp=(2, 4),
+    ramp_start=4,
+    ramp_step=4,
+    ramp_max=64,
     cap_window_s=2.5,
-    cap_budget_s=20.0,
+    cap_budget_s=120.0,
     isolation_window_s=3.0,
     setup_trials=2,
     quiet_wait_s=5.0,
@@ -176,21 +256,6 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def pct(values: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None
-
-
-def median(values: Sequence[float]) -> float | None:
-    return float(statistics.median(values)) if values else None
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, every thread) of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # --------------------------------------------------------------------------- links
 
 
@@ -199,7 +264,8 @@ class Link:
     """One client peer connected to a bench stream, and what it recorded.
 
     ``recorder``: ``fixtures.tracks.AudioRecorder`` (``.frames``: ``(position, n,
-    arrival)``) or the wire client's video recorder (``.frames``: ``ReceivedFrame``).
+    arrival)``), the wire client's video recorder (``.frames``: ``ReceivedFrame``) or, for a
+    light link, a :class:`conformance.bench.media.RtpLog` (the same ``.frames`` as audio).
     """
 
     kind: str
@@ -220,10 +286,21 @@ class Link:
         first = frames[0]
         return float(first[2] if isinstance(first, tuple) and len(first) == 3 else first.arrival)
 
+    @property
+    def problems(self) -> list[str]:
+        """The link's error and what its peer reported (the wire client's ``errors``)."""
+        found = [self.error] if self.error else []
+        return found + [str(e)[:300] for e in getattr(self.peer, "errors", [])]
+
     async def close(self) -> None:
         if self.close_fn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.close_fn(), 10)
+
+
+#: Stream kinds whose link does not wait for media: nothing comes back (idle), or nothing
+#: comes back until the server decides to reply (turns).
+NO_MEDIA_KINDS: tuple[str, ...] = ("idle", "turns")
 
 
 class Target:
@@ -233,11 +310,22 @@ class Target:
     pid: int
     streams: dict[str, dict[str, Any]]
     unsupported: dict[str, str]
+    #: Links opened since the server process started (see :meth:`restart`).
+    opened: int = 0
 
     def supports(self, kind: str) -> bool:
         return kind in self.streams
 
-    async def open(self, kind: str, track: Any) -> Link:
+    async def restart(self) -> None:
+        """Replace the server process with a fresh one (nothing left from earlier links)."""
+        raise NotImplementedError
+
+    async def open(self, kind: str, track: Any, *, light: bool = False) -> Link:
+        """Connect a client peer sending ``track`` to stream ``kind``; wait for media.
+
+        ``light``: the echo is logged at the RTP level (:class:`~conformance.bench.media.
+        RtpLog`) instead of being decoded (``track`` is then usually a ``PacketTrack``).
+        """
         raise NotImplementedError
 
     async def offer_times(self) -> list[float]:
@@ -275,6 +363,17 @@ async def _wait_first_media(link: Link, timeout: float) -> None:
         await asyncio.sleep(0.005)
 
 
+def _rtp_log(peer: Any, light: bool) -> Any:
+    """An :class:`~conformance.bench.media.RtpLog` attached to ``peer`` (light links)."""
+    if not light:
+        return None
+    from conformance.bench.media import RtpLog
+
+    rtp = RtpLog()
+    rtp.attach(peer.pc)
+    return rtp
+
+
 class ImplTarget(Target):
     """An implementation's bench server (:mod:`conformance.bench.server`) in its own venv."""
 
@@ -309,6 +408,7 @@ class ImplTarget(Target):
             await self.stop()
             raise RuntimeError(f"{self.name}'s bench server exited: see its stderr above")
         self.info = json.loads(line)
+        self.opened = 0
         self.pid = int(self.info["pid"])
         self.streams = self.info["streams"]
         self.unsupported = self.info["unsupported"]
@@ -361,9 +461,16 @@ class ImplTarget(Target):
             )
         return self.wires[kind]
 
-    async def open(self, kind: str, track: Any) -> Link:
+    async def restart(self) -> None:
+        await self.stop()
+        self.wires = {}
+        await self.start()
+
+    async def open(self, kind: str, track: Any, *, light: bool = False) -> Link:
+        self.opened += 1
         wire = self._wire(kind)
         peer = wire.peer(send=track)
+        rtp = _rtp_log(peer, light)
         link = Link(kind, track, peer, time.time())
 
         async def close() -> None:
@@ -381,7 +488,11 @@ class ImplTarget(Target):
             if kind == "idle":  # nothing comes back
                 await peer.wait_connected(CONNECT_TIMEOUT_S)
                 return link
-            link.recorder = await peer.wait_remote(CONNECT_TIMEOUT_S)
+            recorder = await peer.wait_remote(CONNECT_TIMEOUT_S)
+            link.recorder = rtp if rtp is not None else recorder
+            if kind in NO_MEDIA_KINDS:
+                await peer.wait_connected(CONNECT_TIMEOUT_S)
+                return link
             await _wait_first_media(link, CONNECT_TIMEOUT_S)
         except Exception as exc:
             link.error = f"{type(exc).__name__}: {exc}"[:300]
@@ -407,14 +518,16 @@ class ImplTarget(Target):
 
 
 class FloorTarget(Target):
-    """Bare aiortc peers (no component) behind HTTP, in their own process."""
+    """Peers without Gradio behind HTTP, in their own process (:mod:`conformance.bench.floor`):
+    the bare aiortc floor (``kinds=FLOOR_KINDS``) or webrtc_ref's core (``CORE_KINDS``)."""
 
-    def __init__(self) -> None:
-        from webrtc_ref.bench._servers import ServerProcess
+    def __init__(self, name: str = FLOOR, kinds: dict[str, str] | None = None) -> None:
+        from conformance.bench.floor import ServerProcess
 
-        self.name = FLOOR
+        self.name = name
+        self.kinds = dict(FLOOR_KINDS if kinds is None else kinds)
         self.server = ServerProcess(max_seconds=3600)
-        self.streams = {kind: {"kind": k} for kind, k in FLOOR_KINDS.items()}
+        self.streams = {kind: {"kind": k} for kind, k in self.kinds.items()}
         self.unsupported = {}
         self.http: Any = None
 
@@ -423,14 +536,24 @@ class FloorTarget(Target):
 
         await asyncio.to_thread(self.server.start)
         self.pid = self.server.pid
+        self.opened = 0
         self.http = httpx.AsyncClient()
 
-    async def open(self, kind: str, track: Any) -> Link:
+    async def restart(self) -> None:
+        from conformance.bench.floor import ServerProcess
+
+        await self.stop()
+        self.server = ServerProcess(max_seconds=3600)
+        await self.start()
+
+    async def open(self, kind: str, track: Any, *, light: bool = False) -> Link:
         from conformance.wire import video_recorder
         from fixtures.tracks import AudioRecorder
         from webrtc_ref.testing import ClientPeer
 
+        self.opened += 1
         peer = ClientPeer(send=track)
+        rtp = _rtp_log(peer, light)
         link = Link(kind, track, peer, time.time())
 
         async def close() -> None:
@@ -443,7 +566,7 @@ class FloorTarget(Target):
         async def signal(body: dict[str, str]) -> dict[str, Any]:
             t = time.time()
             response = await self.http.post(
-                f"{self.server.url}/offer/{FLOOR_KINDS[kind]}", json=body, timeout=30
+                f"{self.server.url}/offer/{self.kinds[kind]}", json=body, timeout=30
             )
             link.http_offer_s = time.time() - t
             response.raise_for_status()
@@ -460,11 +583,14 @@ class FloorTarget(Target):
                 await peer.wait_connected(CONNECT_TIMEOUT_S)
                 return link
             remote: Any = await peer.wait_remote(CONNECT_TIMEOUT_S)
-            if remote.kind == "video":
-                link.recorder = video_recorder(remote)
+            if rtp is not None:
+                link.recorder = rtp
             else:
-                link.recorder = AudioRecorder(remote, decode_timestamps=False, clock=time.time)
-            await link.recorder.start()
+                if remote.kind == "video":
+                    link.recorder = video_recorder(remote)
+                else:
+                    link.recorder = AudioRecorder(remote, decode_timestamps=False, clock=time.time)
+                await link.recorder.start()
             await _wait_first_media(link, CONNECT_TIMEOUT_S)
         except Exception as exc:
             link.error = f"{type(exc).__name__}: {exc}"[:300]
@@ -481,13 +607,20 @@ class FloorTarget(Target):
 
 
 async def open_many(
-    target: Target, kind: str, make_track: Callable[[], Any], n: int, concurrency: int = 6
+    target: Target,
+    kind: str,
+    make_track: Callable[[], Any],
+    n: int,
+    concurrency: int = 6,
+    *,
+    light: bool = False,
 ) -> list[Link]:
+    """``n`` links to stream ``kind``, at most ``concurrency`` connecting at once."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one() -> Link:
         async with gate:
-            return await target.open(kind, make_track())
+            return await target.open(kind, make_track(), light=light)
 
     return list(await asyncio.gather(*(one() for _ in range(n))))
 
@@ -502,10 +635,22 @@ def timestamp_track() -> Any:
     return TimestampAudioTrack()
 
 
+def packet_track() -> Any:
+    """The light client's sender: the timestamp carrier, pre-encoded (see bench.media)."""
+    from conformance.bench.media import PacketTrack
+
+    return PacketTrack()
+
+
 def video_track() -> Any:
     from fixtures.tracks import BarcodeVideoTrack
 
     return BarcodeVideoTrack(640, 480, 30)
+
+
+def _problems(where: str, links: Sequence[Link]) -> list[str]:
+    """``"<where>: <problem>"`` for every problem of ``links``."""
+    return [f"{where}: {problem}" for link in links for problem in link.problems]
 
 
 # --------------------------------------------------------------------------- figures
@@ -513,18 +658,15 @@ def video_track() -> Any:
 
 async def audio_echo(target: Target, plan: Plan) -> dict[str, Any]:
     """Round trip and client -> ``receive()`` of the timestamp markers (N = 1 runs)."""
-    from webrtc_ref.bench.echo import round_trips
-
     rts: list[float] = []
     ins: list[float] = []
     sent_total = back_total = 0
     errors: list[str] = []
-    for _ in range(plan.echo_runs):
+    for run in range(plan.echo_runs):
         await target.markers()  # forget earlier blocks
         link = await target.open("echo-timed", timestamp_track())
         try:
             if link.error:
-                errors.append(link.error)
                 continue
             await asyncio.sleep(plan.settle_s)
             t0 = time.time()
@@ -534,7 +676,10 @@ async def audio_echo(target: Target, plan: Plan) -> dict[str, Any]:
         finally:
             await link.close()
             await target.reset()
-        values, sent, back = round_trips(link, t0, t1)  # type: ignore[arg-type]
+            errors += _problems(f"run {run + 1}", [link])
+        if link.error:
+            continue
+        values, sent, back = round_trips(link, t0, t1)
         rts.extend(values)
         sent_total += sent
         back_total += back
@@ -548,11 +693,15 @@ async def audio_echo(target: Target, plan: Plan) -> dict[str, Any]:
     return {
         "runs": plan.echo_runs,
         "rt_s": rts,
+        "rt": spread(rts),
         "rt_p50_s": pct(rts, 50),
         "rt_p95_s": pct(rts, 95),
         "in_s": None if is_floor else ins,
+        "in": None if is_floor else spread(ins),
         "in_p50_s": None if is_floor else pct(ins, 50),
         "in_p95_s": None if is_floor else pct(ins, 95),
+        "markers_sent": sent_total,
+        "markers_back": back_total,
         "coverage": back_total / sent_total if sent_total else None,
         "errors": errors,
     }
@@ -582,11 +731,10 @@ async def video_echo(target: Target, plan: Plan) -> dict[str, Any]:
     losses: list[float] = []
     g2g: list[float] = []
     errors: list[str] = []
-    for _ in range(plan.video_runs):
+    for run in range(plan.video_runs):
         link = await target.open("video", video_track())
         try:
             if link.error:
-                errors.append(link.error)
                 continue
             await asyncio.sleep(plan.settle_s + 0.5)
             t0 = time.time()
@@ -596,6 +744,9 @@ async def video_echo(target: Target, plan: Plan) -> dict[str, Any]:
         finally:
             await link.close()
             await target.reset()
+            errors += _problems(f"run {run + 1}", [link])
+        if link.error:
+            continue
         stats = _video_stats(link, t0, t1)
         fps.append(stats["fps"])
         if stats["loss"] is not None:
@@ -604,8 +755,11 @@ async def video_echo(target: Target, plan: Plan) -> dict[str, Any]:
     return {
         "runs": plan.video_runs,
         "fps": median(fps),
+        "fps_runs": fps,
         "loss": median(losses),
+        "loss_runs": losses,
         "g2g_s": g2g,
+        "g2g": spread(g2g),
         "g2g_p50_s": pct(g2g, 50),
         "g2g_p95_s": pct(g2g, 95),
         "errors": errors,
@@ -617,7 +771,7 @@ async def video_slow(target: Target, plan: Plan, kind: str = "video-100ms") -> d
     link = await target.open(kind, video_track())
     try:
         if link.error:
-            return {"error": link.error}
+            return {"error": link.error, "errors": _problems("run 1", [link])}
         start = time.time()
         await asyncio.sleep(plan.slow_s)
         end = time.time()
@@ -641,11 +795,15 @@ async def video_slow(target: Target, plan: Plan, kind: str = "video-100ms") -> d
         "fn_s": 0.1 if kind == "video-100ms" else 0.2,
         "duration_s": end - start,
         "series": [[round(t, 4), round(lat, 4)] for t, lat in series],
+        "frames": len(series),
+        "first": spread(first),
+        "last": spread(last),
         "first_p50_s": first_p50,
         "last_p50_s": last_p50,
-        "growth_s": None if first_p50 is None or last_p50 is None else last_p50 - first_p50,
+        "growth_s": difference(last_p50, first_p50),
         "fps": stats["fps"],
         "loss": stats["loss"],
+        "errors": _problems("run 1", [link]),
     }
 
 
@@ -672,53 +830,150 @@ def reply_onsets(link: Link) -> list[float]:
     return onsets
 
 
-async def turns(target: Target, plan: Plan) -> dict[str, Any]:
-    """End of speech -> first reply frame at the client, over the speech scenarios."""
+async def _turns_run(target: Target, name: str, lead_s: float) -> dict[str, Any]:
+    """One scenario through the ``turns`` stream: what was expected, heard and matched."""
+    from conformance.bench.speech import SILENT, scenario
     from fixtures.analysis import match_turns
-    from fixtures.speech import build_scenario
     from fixtures.tracks import ArrayAudioTrack
 
-    latencies: list[float] = []
-    false = missed = expected_total = 0
-    per_scenario: dict[str, Any] = {}
-    for name in plan.turn_scenarios:
-        scenario = build_scenario(name, 48000)
-        track = ArrayAudioTrack(scenario.audio, scenario.sample_rate, on_end="silence")
-        link = await target.open("turns", track)
-        try:
-            if link.error:
-                per_scenario[name] = {"error": link.error}
-                missed += len(scenario.expected_turn_ends)
-                expected_total += len(scenario.expected_turn_ends)
-                continue
-            duration = len(scenario.audio) / scenario.sample_rate
-            assert track.start_time is not None
-            end = track.start_time + duration + 1.5
-            await asyncio.sleep(max(0.0, end - time.time()))
-        finally:
-            await link.close()
-        start = track.start_time or 0.0
-        heard = [t - start for t in reply_onsets(link)]
-        match = match_turns(heard, scenario.expected_turn_ends, max_delay_s=TURN_WINDOW_S)
-        latencies.extend(t - e for e, t in match.matched)
-        false += len(match.spurious)
-        missed += len(match.missed)
-        expected_total += len(scenario.expected_turn_ends)
-        per_scenario[name] = {
-            "expected": list(scenario.expected_turn_ends),
-            "heard": heard,
-            "false": len(match.spurious),
-            "missed": len(match.missed),
-        }
+    sc = scenario(name, 48000, lead_s)
+    run: dict[str, Any] = {
+        "scenario": name,
+        "lead_ms": round(1000 * lead_s, 1),
+        "silent": name in SILENT,
+        "expected": list(sc.expected_turn_ends),
+        "heard": [],
+        "latencies_s": [],
+        "false": 0,
+        "missed": 0,
+        "error": None,
+    }
+    track = ArrayAudioTrack(sc.audio, sc.sample_rate, on_end="silence")
+    link = await target.open("turns", track)
+    start: float | None = None
+    try:
+        if link.error is None:
+            deadline = time.monotonic() + 10.0
+            while track.start_time is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            start = track.start_time
+            if start is None:
+                link.error = "connected, but the client never started sending"
+            else:
+                end = start + sc.duration_s + TURN_TAIL_S
+                await asyncio.sleep(max(0.0, end - time.time()))
+                state = link.peer.pc.connectionState
+                if state in ("failed", "closed"):
+                    link.error = f"the connection was {state} before the scenario ended"
+    finally:
+        await link.close()
+    problems = link.problems
+    if link.error is not None or start is None:
+        run["error"] = "; ".join(problems) or "failed"
+        return run
+    if problems:
+        run["warnings"] = problems
+    heard = [t - start for t in reply_onsets(link)]
+    match = match_turns(heard, sc.expected_turn_ends, max_delay_s=TURN_WINDOW_S)
+    run.update(
+        heard=heard,
+        latencies_s=[t - e for e, t in match.matched],
+        false=len(match.spurious),
+        missed=len(match.missed),
+    )
+    return run
+
+
+def summarize_turns(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The turns figure from its runs (:func:`_turns_run` dicts).
+
+    Runs that failed are errors, not turns: their expected turns are neither missed nor
+    measured. A silent scenario (``silent``) that completed is a success when nothing came
+    back; each reply it got is a false turn (counted in ``false`` and ``silent_false``).
+    """
+    ok = [r for r in runs if r.get("error") is None]
+    speech = [r for r in ok if not r.get("silent")]
+    silent = [r for r in ok if r.get("silent")]
+    latencies = [x for r in speech for x in r.get("latencies_s", [])]
+    scenarios: dict[str, Any] = {}
+    for r in runs:
+        entry = scenarios.setdefault(
+            str(r["scenario"]),
+            {
+                "silent": bool(r.get("silent")),
+                "runs": 0,
+                "errors": 0,
+                "expected": 0,
+                "latencies_s": [],
+                "false": 0,
+                "missed": 0,
+                "silent_ok": 0,
+            },
+        )
+        entry["runs"] += 1
+        if r.get("error") is not None:
+            entry["errors"] += 1
+            continue
+        entry["expected"] += len(r.get("expected", []))
+        entry["latencies_s"] += list(r.get("latencies_s", []))
+        entry["false"] += int(r.get("false", 0))
+        entry["missed"] += int(r.get("missed", 0))
+        if r.get("silent") and not r.get("heard"):
+            entry["silent_ok"] += 1
+    for entry in scenarios.values():
+        entry["latency"] = spread(entry["latencies_s"])
+    errors = [
+        f"{r['scenario']} (lead {r.get('lead_ms', 0):g} ms): {r['error']}"
+        for r in runs
+        if r.get("error") is not None
+    ]
+    errors += [
+        f"{r['scenario']} (lead {r.get('lead_ms', 0):g} ms): {w}"
+        for r in runs
+        for w in r.get("warnings", [])
+    ]
+    silent_false = sum(int(r.get("false", 0)) for r in silent)
     return {
-        "turns": expected_total,
+        "n": len(latencies),
+        "turns": len(latencies),
+        "expected": sum(len(r.get("expected", [])) for r in speech),
+        "speech_scenarios": len({r["scenario"] for r in speech}),
         "latencies_s": latencies,
+        "latency": spread(latencies),
         "p50_s": pct(latencies, 50),
         "p95_s": pct(latencies, 95),
-        "false": false,
-        "missed": missed,
-        "scenarios": per_scenario,
+        "false": sum(int(r.get("false", 0)) for r in speech) + silent_false,
+        "missed": sum(int(r.get("missed", 0)) for r in speech),
+        "silent_runs": len(silent),
+        "silent_ok": sum(1 for r in silent if not r.get("heard")),
+        "silent_false": silent_false,
+        "runs": len(runs),
+        "error_runs": len(runs) - len(ok),
+        "errors": errors,
+        "scenarios": scenarios,
+        "detail": list(runs),
     }
+
+
+async def turns(target: Target, plan: Plan) -> dict[str, Any]:
+    """End of speech -> first reply frame at the client over ``turn_rounds`` rounds of the
+    speech scenarios, and whether the silent scenarios stay silent."""
+    runs: list[dict[str, Any]] = []
+    for r in range(plan.turn_rounds):
+        lead = r * plan.turn_lead_step_s
+        for name in (*plan.turn_speech, *plan.turn_silent):
+            run = await _turns_run(target, name, lead)
+            runs.append(run)
+            outcome = (
+                f"error: {run['error']}"
+                if run["error"]
+                else f"{len(run['latencies_s'])}/{len(run['expected'])} turns, "
+                f"{run['false']} false, {run['missed']} missed"
+            )
+            log(f"{target.name}: turns {name} round {r + 1}: {outcome}")
+    out = summarize_turns(runs)
+    out.update(rounds=plan.turn_rounds, lead_step_s=plan.turn_lead_step_s)
+    return out
 
 
 async def _idle_cpu_pct(target: Target, seconds: float) -> float:
@@ -729,68 +984,157 @@ async def _idle_cpu_pct(target: Target, seconds: float) -> float:
 
 @dataclass
 class Window:
-    """A measured window with ``n`` sessions."""
+    """A measured window with ``n`` sessions (CPU in % of one core)."""
 
     n: int
     connected: int
-    server_cpu_pct: float
-    client_cpu_pct: float
+    server_cpu_pct: float  # the server process, its own idle CPU (measured before) removed
+    server_idle_pct: float
+    client_cpu_pct: float  # this process: the client peers
+    client_threads_pct: dict[str, float]
+    other_cpu_pct: float  # other processes on the machine
     late_fraction: float
-    other_cpu_pct: float  # other processes on the machine, % of one core
+    coverage: float | None = None  # markers back / sent (lateness windows)
+    rt_p95_s: float | None = None
     errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "connected": self.connected,
+            "late_fraction": self.late_fraction,
+            "coverage": self.coverage,
+            "rt_p95_s": self.rt_p95_s,
+            "server_cpu_pct": self.server_cpu_pct,
+            "server_idle_pct": self.server_idle_pct,
+            "client_cpu_pct": self.client_cpu_pct,
+            "client_threads_pct": self.client_threads_pct,
+            "other_cpu_pct": self.other_cpu_pct,
+            "errors": self.errors,
+        }
 
 
 async def measure_window(
-    target: Target, kind: str, n: int, window_s: float, plan: Plan, *, lateness: bool
+    target: Target,
+    kind: str,
+    n: int,
+    window_s: float,
+    plan: Plan,
+    *,
+    lateness: bool,
+    light: bool = True,
+    fresh: bool = True,
 ) -> Window:
-    """Open ``n`` sessions of ``kind``, settle, measure a window, close them."""
-    from webrtc_ref.bench.echo import _proc_stat, frame_lateness
+    """Open ``n`` sessions of ``kind``, settle, measure a window, close them.
 
+    ``light``: light client peers (pre-encoded packets out, RTP logged; bench.media).
+    ``lateness``: also analyse the echo (late or missing frames, markers back, round trip).
+    ``fresh``: in a fresh server process (restarted if it served any link before), after a
+    warm-up connection: what earlier windows' sessions left behind (a worker blocked in a
+    closed connection's ``emit``, an idle ``emit`` called in a loop) is not charged to this
+    one.
+    """
+    if fresh:
+        if target.opened:
+            await target.restart()
+        await close_all([await target.open("echo", timestamp_track())])  # the warm-up
+        await target.reset()
     baseline = await _idle_cpu_pct(target, 1.0)
-    links = await open_many(target, kind, timestamp_track, n)
+    make = packet_track if light else timestamp_track
+    links = await open_many(target, kind, make, n, light=light)
     try:
         await asyncio.sleep(plan.settle_s)
-        s0, c0, t0, m0 = target.cpu_s(), time.process_time(), time.time(), _proc_stat()
+        s0, c0, g0, t0, m0 = (
+            target.cpu_s(),
+            time.process_time(),
+            thread_cpu_s(),
+            time.time(),
+            (proc_stat()),
+        )
         await asyncio.sleep(window_s)
-        s1, c1, t1, m1 = target.cpu_s(), time.process_time(), time.time(), _proc_stat()
+        s1, c1, g1, t1, m1 = (
+            target.cpu_s(),
+            time.process_time(),
+            thread_cpu_s(),
+            time.time(),
+            (proc_stat()),
+        )
     finally:
         await close_all(links)
         await target.reset()
     wall = t1 - t0
-    late = missing = expected = 0
     ok = [link for link in links if link.error is None]
+    late = missing = expected = 0
+    coverage = rt95 = None
     if lateness:
+        rts: list[float] = []
+        sent = back = 0
         for link in ok:
-            a, b, c = frame_lateness(link, t0, t1)  # type: ignore[arg-type]
+            a, b, c = frame_lateness(link, t0, t1)
             late, missing, expected = late + a, missing + b, expected + c
+            values, k_sent, k_back = round_trips(link, t0, t1)
+            rts += values
+            sent, back = sent + k_sent, back + k_back
         expected += round(window_s / 0.02) * (n - len(ok))
         missing += round(window_s / 0.02) * (n - len(ok))
+        coverage = back / sent if sent else None
+        rt95 = pct(rts, 95)
     server_raw, client = 100 * (s1 - s0) / wall, 100 * (c1 - c0) / wall
-    machine_total = m1[1] - m0[1]
-    machine = 100 * (m1[0] - m0[0]) / machine_total * (os.cpu_count() or 1) if machine_total else 0
     return Window(
         n=n,
         connected=len(ok),
         server_cpu_pct=server_raw - baseline,
+        server_idle_pct=baseline,
         client_cpu_pct=client,
-        other_cpu_pct=max(0.0, machine - server_raw - client),
+        client_threads_pct={k: round(v, 2) for k, v in thread_pct(g0, g1, wall).items()},
+        other_cpu_pct=max(0.0, busy_pct(m0, m1) - server_raw - client),
         late_fraction=(late + missing) / expected if expected else (0.0 if ok else 1.0),
-        errors=[link.error for link in links if link.error][:3],
+        coverage=coverage,
+        rt_p95_s=rt95,
+        errors=[p for link in links for p in link.problems],
     )
 
 
+#: The CPU figure's modes: stream kind -> key in the figure's entry.
+CPU_MODES: dict[str, str] = {"echo": "echo", "echo-tight": "echo_tight", "idle": "idle"}
+
+
 async def cpu(target: Target, plan: Plan) -> dict[str, Any]:
-    out: dict[str, Any] = {"echo": {}, "idle": {}}
-    for kind in ("echo", "idle"):
-        for n in plan.cpu_ns:
+    """Server CPU per session, ``cpu_runs`` windows of ``cpu_n`` light sessions per mode
+    (modes interleaved), the client's CPU beside."""
+    modes = [kind for kind in CPU_MODES if target.supports(kind)]
+    server: dict[str, list[float]] = {kind: [] for kind in modes}
+    client: dict[str, list[float]] = {kind: [] for kind in modes}
+    errors: list[str] = []
+    n = plan.cpu_n
+    for run in range(plan.cpu_runs):
+        for kind in modes:
             w = await measure_window(target, kind, n, plan.cpu_window_s, plan, lateness=False)
-            out[kind][str(n)] = w.server_cpu_pct / n if w.connected == n else None
-            log(f"{target.name}: cpu {kind} N={n}: {w.server_cpu_pct / n:.2f} % of a core/conn")
+            errors += [f"{kind} run {run + 1}: {e}" for e in w.errors]
+            if w.connected == n:
+                server[kind].append(w.server_cpu_pct / n)
+                client[kind].append(w.client_cpu_pct / n)
+            log(
+                f"{target.name}: cpu {kind} N={n} run {run + 1}: server "
+                f"{w.server_cpu_pct / n:.2f} %/session, client {w.client_cpu_pct / n:.2f} "
+                f"%/session{'' if w.connected == n else f' ({w.connected}/{n} connected)'}"
+            )
+    out: dict[str, Any] = {"sessions": n, "runs": plan.cpu_runs, "window_s": plan.cpu_window_s}
+    for kind in modes:
+        out[CPU_MODES[kind]] = {
+            "samples_pct": server[kind],
+            "stats": spread(server[kind]),
+            "median_pct": median(server[kind]),
+            "client_samples_pct": client[kind],
+            "client_median_pct": median(client[kind]),
+        }
+    out["errors"] = errors
     return out
 
 
 async def capacity(target: Target, plan: Plan) -> dict[str, Any]:
-    """Concurrent echo sessions held with under 1 % late or missing frames (N ramped)."""
+    """Concurrent echo sessions held with an intact echo and under 1 % late or missing
+    frames: N ramped by ``ramp_step``, then by 1 from the last step that passed."""
     token = CONNECT_DEADLINE.set(CAPACITY_CONNECT_TIMEOUT_S)
     try:
         return await _capacity(target, plan)
@@ -798,55 +1142,98 @@ async def capacity(target: Target, plan: Plan) -> dict[str, Any]:
         CONNECT_DEADLINE.reset(token)
 
 
-async def _capacity(target: Target, plan: Plan) -> dict[str, Any]:
-    from webrtc_ref.bench.echo import wait_quiet
+def _step_passed(w: Window) -> bool:
+    intact = w.coverage is not None and w.coverage >= MIN_COVERAGE
+    return w.connected == w.n and intact and w.late_fraction < LATE_LIMIT
 
+
+async def _capacity(target: Target, plan: Plan) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
-    held = 0
-    stopped = f"cap N={plan.ramp[-1]} reached"
+    errors: list[str] = []
     started = time.monotonic()
-    for n in plan.ramp:
-        if time.monotonic() - started > plan.cap_budget_s:
+
+    async def window(n: int, phase: str, attempt: int) -> bool:
+        w = await measure_window(target, "echo", n, plan.cap_window_s, plan, lateness=True)
+        passed = _step_passed(w)
+        steps.append({**w.summary(), "phase": phase, "attempt": attempt, "passed": passed})
+        errors.extend(f"N={n} ({phase} {attempt}): {e}" for e in w.errors)
+        coverage = "n/a" if w.coverage is None else f"{100 * w.coverage:.0f} %"
+        log(
+            f"{target.name}: capacity N={n} ({phase}) late {100 * w.late_fraction:.2f} % "
+            f"markers back {coverage}; server {w.server_cpu_pct:.0f} % client "
+            f"{w.client_cpu_pct:.0f} % others {w.other_cpu_pct:.0f} % "
+            f"{'ok' if passed else 'FAIL'}"
+        )
+        if not passed and w.other_cpu_pct > OTHER_LOAD_PCT:
+            await asyncio.to_thread(wait_quiet, 30.0)
+        return passed
+
+    async def step(n: int, phase: str) -> bool:
+        """A step passes in one of two windows (the second only if every session came up)."""
+        if await window(n, phase, 1):
+            return True
+        last = steps[-1]
+        if last["connected"] < n:
+            return False
+        return await window(n, phase, 2)
+
+    def over_budget() -> bool:
+        return time.monotonic() - started > plan.cap_budget_s
+
+    held = 0
+    failed_at: int | None = None
+    stopped: str | None = None
+    n = plan.ramp_start
+    while n <= plan.ramp_max:
+        if over_budget():
             stopped = f"time budget spent before N={n}"
             break
-        attempts = 2
-        for attempt in range(3):
-            w = await measure_window(target, "echo", n, plan.cap_window_s, plan, lateness=True)
-            passed = w.connected == n and w.late_fraction < LATE_LIMIT
-            steps.append(
-                {
-                    "n": n,
-                    "connected": w.connected,
-                    "late_fraction": w.late_fraction,
-                    "server_cpu_pct": w.server_cpu_pct,
-                    "client_cpu_pct": w.client_cpu_pct,
-                    "other_cpu_pct": w.other_cpu_pct,
-                    "passed": passed,
-                    "errors": w.errors,
-                }
-            )
-            log(
-                f"{target.name}: capacity N={n} late {100 * w.late_fraction:.2f} % "
-                f"server {w.server_cpu_pct:.0f} % client {w.client_cpu_pct:.0f} % "
-                f"others {w.other_cpu_pct:.0f} % {'ok' if passed else 'FAIL'}"
-            )
-            # A step where every session connected may have met a passing load spike: once
-            # more; and once more again after waiting for quiet if other processes were busy.
-            if w.other_cpu_pct > OTHER_LOAD_PCT and attempt == 1:
-                attempts = 3
-                await asyncio.to_thread(wait_quiet, 30.0)
-            if passed or attempt + 1 >= attempts or w.connected < n:
-                break
-        if not passed:
-            stopped = f"failed at N={n}"
+        if not await step(n, "ramp"):
+            failed_at = n
             break
-        held = n
-    return {"held": held, "stopped": stopped, "steps": steps}
+        held, n = n, n + plan.ramp_step
+    if failed_at is not None:  # steps of 1 between the last pass and the first failure
+        for m in range(held + 1, failed_at):
+            if over_budget():
+                stopped = f"time budget spent before N={m}"
+                break
+            if not await step(m, "fine"):
+                failed_at = m
+                break
+            held = m
+    if stopped is None:
+        stopped = f"failed at N={failed_at}" if failed_at else f"cap N={plan.ramp_max} reached"
+    if held:  # one more window at the held step: how close to the knee it is
+        await window(held, "confirm", 1)
+
+    def at(n: int) -> list[dict[str, Any]]:
+        return [s for s in steps if s["n"] == n]
+
+    held_steps = at(held)
+    passing = [s for s in steps if s["passed"]]
+    return {
+        "held": held,
+        "failed_at": failed_at,
+        "stopped": stopped,
+        "windows": len(steps),
+        "steps": steps,
+        "held_windows": len(held_steps),
+        "held_passed": sum(1 for s in held_steps if s["passed"]),
+        "held_late": spread([s["late_fraction"] for s in held_steps]),
+        "next_late": spread([s["late_fraction"] for s in at(failed_at)] if failed_at else []),
+        "held_server_pct": median([s["server_cpu_pct"] for s in held_steps]),
+        "held_client_pct": median([s["client_cpu_pct"] for s in held_steps]),
+        "held_other_pct": median([s["other_cpu_pct"] for s in held_steps]),
+        "server_per_session_pct": spread([s["server_cpu_pct"] / s["n"] for s in passing]),
+        "client_per_session_pct": spread([s["client_cpu_pct"] / s["n"] for s in passing]),
+        "ramp": {"start": plan.ramp_start, "step": plan.ramp_step, "max": plan.ramp_max},
+        "errors": errors,
+    }
 
 
 async def isolation(target: Target, plan: Plan) -> dict[str, Any]:
     """The echo's round trip and lateness alone, then beside a 200 ms video fn."""
-    from webrtc_ref.bench.echo import frame_lateness, round_trips
+    errors: list[str] = []
 
     async def measure(loaded: bool) -> tuple[list[float], float]:
         video = await target.open("video-200ms", video_track()) if loaded else None
@@ -860,8 +1247,11 @@ async def isolation(target: Target, plan: Plan) -> dict[str, Any]:
         finally:
             await close_all([x for x in (link, video) if x is not None])
         await target.markers()
-        rts, _, _ = round_trips(link, t0, t1)  # type: ignore[arg-type]
-        late, missing, expected = frame_lateness(link, t0, t1)  # type: ignore[arg-type]
+        errors.extend(
+            _problems("loaded" if loaded else "alone", [x for x in (link, video) if x is not None])
+        )
+        rts, _, _ = round_trips(link, t0, t1)
+        late, missing, expected = frame_lateness(link, t0, t1)
         return rts, (late + missing) / expected if expected else 1.0
 
     alone, alone_late = await measure(False)
@@ -869,11 +1259,14 @@ async def isolation(target: Target, plan: Plan) -> dict[str, Any]:
     a95, l95 = pct(alone, 95), pct(loaded, 95)
     return {
         "fn_s": 0.2,
+        "alone": spread(alone),
+        "loaded": spread(loaded),
         "alone_rt_p95_s": a95,
         "loaded_rt_p95_s": l95,
         "alone_late": alone_late,
         "loaded_late": loaded_late,
-        "delta_p95_s": None if a95 is None or l95 is None else l95 - a95,
+        "delta_p95_s": difference(l95, a95),
+        "errors": errors,
     }
 
 
@@ -882,10 +1275,12 @@ async def setup(target: Target, plan: Plan) -> dict[str, Any]:
     server: list[float] = []
     http: list[float] = []
     first: list[float] = []
-    for _ in range(plan.setup_trials):
+    errors: list[str] = []
+    for trial in range(plan.setup_trials):
         link = await target.open("echo", timestamp_track())
         await link.close()
         await target.reset()
+        errors += _problems(f"trial {trial + 1}", [link])
         if link.error is None and link.first_media is not None:
             first.append(link.first_media - link.t_connect)
         if link.http_offer_s is not None:
@@ -894,13 +1289,16 @@ async def setup(target: Target, plan: Plan) -> dict[str, Any]:
             server.append(link.server_answer_s)
     server.extend(await target.offer_times())
     return {
+        "trials": plan.setup_trials,
         "server_answer_s": server,
         "server_answer_p50_s": median(server),
         "http_offer_s": http,
         "http_offer_p50_s": median(http),
         "first_media_s": first,
+        "first_media": spread(first),
         "first_media_p50_s": median(first),
         "first_media_p95_s": pct(first, 95),
+        "errors": errors,
     }
 
 
@@ -962,7 +1360,10 @@ async def hostile(target: Target, plan: Plan) -> dict[str, Any]:
     link = await target.open("echo", timestamp_track())
     if link.error is not None:
         await close_all([link])
-        return {"error": f"the live session did not start: {link.error}"}
+        return {
+            "error": f"the live session did not start: {link.error}",
+            "errors": _problems("live session", [link]),
+        }
     classes: dict[str, Any] = {}
     try:
         await target.stall()
@@ -983,6 +1384,7 @@ async def hostile(target: Target, plan: Plan) -> dict[str, Any]:
                 "n": len(times),
                 "reply_s": times,
                 "reply_p50_s": median(times),
+                "reply": spread(times),
                 "reply_max_s": max(times),
                 "codes": codes,
                 "stall_s": await target.stall(),
@@ -998,6 +1400,7 @@ async def hostile(target: Target, plan: Plan) -> dict[str, Any]:
         "baseline_stall_s": baseline,
         "live_gap_s": gap,
         "repeats": plan.hostile_repeats,
+        "errors": _problems("live session", [link]),
     }
 
 
@@ -1149,107 +1552,214 @@ async def bench_impl(
             await target.stop()
 
 
-async def bench_floor(plan: Plan, figures: Sequence[str], results: dict[str, Any]) -> None:
-    floor = FloorTarget()
-    await floor.start()
-    try:
-        for figure in figures:
-            await measure_figure(floor, figure, plan, results)
-    finally:
-        await floor.stop()
+async def bench_floor(
+    plan: Plan, figures: Sequence[str], results: dict[str, Any], *, core: bool = False
+) -> None:
+    """The floor's figures; with ``core``, also webrtc_ref's core for the CPU figure."""
+    targets = [FloorTarget()]
+    if core and "cpu" in figures:
+        targets.append(FloorTarget(CORE, CORE_KINDS))
+    for target in targets:
+        await target.start()
+        try:
+            for figure in figures if target.name == FLOOR else ("cpu",):
+                await measure_figure(target, figure, plan, results)
+        finally:
+            await target.stop()
 
 
-def _ratio(value: float | None, base: float | None) -> float | None:
-    return value / base if value is not None and base else None
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{1000 * x:.0f} ms"
+
+
+def _range(stats: Any, scale: float = 1.0, unit: str = "", key: str = "iqr") -> str:
+    """``"IQR a–b unit"`` (or ``min–max``) of a :func:`conformance.bench.stats.spread`."""
+    if not isinstance(stats, dict):
+        return "n/a"
+    low, high = (
+        (stats.get("p25"), stats.get("p75"))
+        if key == "iqr"
+        else (
+            stats.get("min"),
+            stats.get("max"),
+        )
+    )
+    if low is None or high is None:
+        return "n/a"
+    label = "IQR" if key == "iqr" else "min–max"
+    digits = 0 if scale == 1000 else 2
+    return f"{label} {low * scale:.{digits}f}–{high * scale:.{digits}f}{unit}"
 
 
 def targets_table(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The project's performance targets for webrtc_ref, checked against this run."""
+    """The project's performance targets for webrtc_ref, checked against this run.
 
-    def get(figure: str, impl: str, key: str) -> Any:
-        return results.get(figure, {}).get(impl, {}).get(key)
+    Each row: ``name``, ``target``, ``value`` (webrtc_ref), ``baseline`` (what it is compared
+    with, measured in the same run: the floor, or "—" for an absolute target), ``ratio``
+    (value / baseline, or None), ``n`` and ``spread`` (what the value rests on), ``met``
+    (None when a figure is missing).
+    """
 
-    def ms(x: float | None) -> str:
-        return "n/a" if x is None else f"{1000 * x:.0f} ms"
+    def entry(figure: str, name: str) -> dict[str, Any]:
+        value = results.get(figure, {}).get(name, {})
+        return value if isinstance(value, dict) else {}
 
     rows: list[dict[str, Any]] = []
-    ref, floor = get("audio_echo", BASELINE, "rt_p95_s"), get("audio_echo", FLOOR, "rt_p95_s")
-    rows.append(
-        {
-            "name": "Audio round trip p95",
-            "target": "within 40 ms of the bare aiortc echo",
-            "value": f"{ms(ref)} vs {ms(floor)}",
-            "met": None if ref is None or floor is None else ref - floor <= 0.040,
-        }
+
+    def row(name: str, target: str, value: str, met: bool | None, **extra: Any) -> None:
+        rows.append(
+            {
+                "name": name,
+                "target": target,
+                "value": value,
+                "baseline": extra.get("baseline", "—"),
+                "ratio": extra.get("ratio"),
+                "n": extra.get("n", "n/a"),
+                "spread": extra.get("spread", "n/a"),
+                "met": met,
+            }
+        )
+
+    ref, floor = entry("audio_echo", BASELINE), entry("audio_echo", FLOOR)
+    r95, f95 = ref.get("rt_p95_s"), floor.get("rt_p95_s")
+    delta = difference(r95, f95)
+    row(
+        "Audio round trip p95",
+        "within 40 ms of the bare aiortc echo",
+        f"{_ms(r95)} ({'n/a' if delta is None else f'{1000 * delta:+.0f} ms'})",
+        None if delta is None else delta <= TARGET_RT_P95_DELTA_S,
+        baseline=f"{_ms(f95)} (floor)",
+        ratio=ratio(r95, f95),
+        n=f"{_get_n(ref, 'rt')} / {_get_n(floor, 'rt')} markers",
+        spread=f"{_range(ref.get('rt'), 1000, ' ms')} / {_range(floor.get('rt'), 1000, ' ms')}",
     )
-    fps = get("video_echo", BASELINE, "fps")
-    rows.append(
-        {
-            "name": "Video 640x480@30 identity, delivered",
-            "target": ">= 29 fps",
-            "value": "n/a" if fps is None else f"{fps:.1f} fps",
-            "met": None if fps is None else fps >= 29,
-        }
+    ref, floor = entry("video_echo", BASELINE), entry("video_echo", FLOOR)
+    fps, f_fps = ref.get("fps"), floor.get("fps")
+    runs = [x for x in ref.get("fps_runs") or [] if x is not None]
+    row(
+        "Video 640x480@30 identity, delivered",
+        ">= 29 fps",
+        "n/a" if fps is None else f"{fps:.1f} fps",
+        None if fps is None else fps >= TARGET_FPS,
+        baseline="n/a" if f_fps is None else f"{f_fps:.1f} fps (floor)",
+        ratio=ratio(fps, f_fps),
+        n=f"{len(runs)} runs" if runs else "n/a",
+        spread=f"min–max {min(runs):.1f}–{max(runs):.1f} fps" if runs else "n/a",
     )
-    v_ref, v_floor = get("video_echo", BASELINE, "g2g_p95_s"), get("video_echo", FLOOR, "g2g_p95_s")
-    rows.append(
-        {
-            "name": "Video glass-to-glass p95, added over the bare aiortc echo",
-            "target": "<= 1 frame (33 ms)",
-            "value": "n/a" if v_ref is None or v_floor is None else ms(v_ref - v_floor),
-            "met": None if v_ref is None or v_floor is None else v_ref - v_floor <= 1 / 30,
-        }
+    v_ref, v_floor = ref.get("g2g_p95_s"), floor.get("g2g_p95_s")
+    added = difference(v_ref, v_floor)
+    row(
+        "Video glass-to-glass p95, added over the bare aiortc echo",
+        "<= 1 frame (33 ms)",
+        "n/a" if added is None else f"{1000 * added:+.0f} ms ({_ms(v_ref)})",
+        None if added is None else added <= TARGET_G2G_ADDED_S,
+        baseline=f"{_ms(v_floor)} (floor)",
+        ratio=ratio(v_ref, v_floor),
+        n=f"{_get_n(ref, 'g2g')} / {_get_n(floor, 'g2g')} frames",
+        spread=f"{_range(ref.get('g2g'), 1000, ' ms')} / {_range(floor.get('g2g'), 1000, ' ms')}",
     )
-    growth = get("video_slow", BASELINE, "growth_s")
-    rows.append(
-        {
-            "name": "Video with a 100 ms fn, latency growth over 30 s",
-            "target": "flat (< 1 frame)",
-            "value": ms(growth),
-            "met": None if growth is None else growth < 1 / 30,
-        }
+    slow = entry("video_slow", BASELINE)
+    growth = slow.get("growth_s")
+    row(
+        "Video with a 100 ms fn, latency growth over 30 s",
+        "flat (< 1 frame)",
+        "n/a" if growth is None else f"{1000 * growth:+.0f} ms",
+        None if growth is None else growth < TARGET_GROWTH_S,
+        baseline=f"{_ms(slow.get('first_p50_s'))} (its own first 5 s)",
+        ratio=ratio(slow.get("last_p50_s"), slow.get("first_p50_s")),
+        n=f"{_get_n(slow, 'first')} + {_get_n(slow, 'last')} frames",
+        spread=f"last 5 s {_range(slow.get('last'), 1000, ' ms')}",
     )
-    t95 = get("turns", BASELINE, "p95_s")
-    bad = (get("turns", BASELINE, "false") or 0) + (get("turns", BASELINE, "missed") or 0)
-    rows.append(
-        {
-            "name": "Turn latency p95; false + missed turns",
-            "target": "<= 600 ms; 0",
-            "value": f"{ms(t95)}; {bad}",
-            "met": None if t95 is None else t95 <= 0.6 and bad == 0,
-        }
+    t = entry("turns", BASELINE)
+    t95 = t.get("p95_s")
+    n_turns = t.get("n") or 0
+    bad = (t.get("false") or 0) + (t.get("missed") or 0)
+    errors = t.get("error_runs") or 0
+    silent = f"{t.get('silent_ok', 0)}/{t.get('silent_runs', 0)} silent runs silent"
+    row(
+        "Turn latency p95; false + missed turns; silent scenarios; errors",
+        f"<= 600 ms over >= {TARGET_MIN_TURNS} turns; 0; all silent; 0",
+        f"{_ms(t95)}; {bad}; {silent}; {errors}",
+        None
+        if t95 is None
+        else (
+            t95 <= TARGET_TURN_P95_S
+            and n_turns >= TARGET_MIN_TURNS
+            and bad == 0
+            and t.get("silent_ok") == t.get("silent_runs")
+            and errors == 0
+        ),
+        n=f"{n_turns} turns, {t.get('speech_scenarios', 0)} speech scenarios, "
+        f"{t.get('runs', 0)} runs",
+        spread=f"{_range(t.get('latency'), 1000, ' ms')}, "
+        f"{_range(t.get('latency'), 1000, ' ms', 'minmax')}",
     )
-    c_ref = results.get("cpu", {}).get(BASELINE, {}).get("echo", {})
-    c_floor = results.get("cpu", {}).get(FLOOR, {}).get("echo", {})
-    ratios = [r for n in c_ref if (r := _ratio(c_ref.get(n), c_floor.get(n))) is not None]
-    rows.append(
-        {
-            "name": "Server CPU per echo session vs the floor",
-            "target": "<= 1.15x",
-            "value": ", ".join(f"{r:.2f}x" for r in ratios) or "n/a",
-            "met": None if not ratios else max(ratios) <= 1.15,
-        }
+    c_ref, c_floor = entry("cpu", BASELINE), entry("cpu", FLOOR)
+    echo, tight = c_ref.get("echo") or {}, c_floor.get("echo_tight") or {}
+    e_ref, e_tight = echo.get("median_pct"), tight.get("median_pct")
+    r = ratio(e_ref, e_tight)
+    sessions = c_ref.get("sessions", "n/a")
+    row(
+        "Server CPU per echo session vs the tight floor (bare-tight)",
+        f"<= {TARGET_CPU_RATIO}x",
+        "n/a" if e_ref is None else f"{e_ref:.2f} % of a core",
+        None if r is None else r <= TARGET_CPU_RATIO,
+        baseline="n/a" if e_tight is None else f"{e_tight:.2f} % (bare-tight)",
+        ratio=r,
+        n=f"{_get_n(echo, 'stats')} / {_get_n(tight, 'stats')} windows of {sessions} sessions",
+        spread=f"{_range(echo.get('stats'), 1, ' %', 'minmax')} / "
+        f"{_range(tight.get('stats'), 1, ' %', 'minmax')}",
     )
-    h_ref, h_floor = get("capacity", BASELINE, "held"), get("capacity", FLOOR, "held")
-    rows.append(
-        {
-            "name": "Echo sessions held (< 1 % late frames) vs the floor",
-            "target": ">= 0.9x",
-            "value": f"{h_ref} vs {h_floor}",
-            "met": None if h_ref is None or not h_floor else h_ref >= 0.9 * h_floor,
-        }
+    idle, sink = c_ref.get("idle") or {}, c_floor.get("idle") or {}
+    i_ref, i_floor = idle.get("median_pct"), sink.get("median_pct")
+    over = difference(i_ref, i_floor)
+    row(
+        "Idle CPU per connection through Gradio vs the floor (bare-sink)",
+        f"<= the floor + {TARGET_IDLE_OVER_PCT:g} % of a core",
+        "n/a" if over is None else f"{i_ref:.2f} % of a core ({over:+.2f} % over the floor)",
+        None if over is None else over <= TARGET_IDLE_OVER_PCT,
+        baseline="n/a" if i_floor is None else f"{i_floor:.2f} % (bare-sink)",
+        ratio=ratio(i_ref, i_floor),
+        n=f"{_get_n(idle, 'stats')} / {_get_n(sink, 'stats')} windows of {sessions} sessions",
+        spread=f"{_range(idle.get('stats'), 1, ' %', 'minmax')} / "
+        f"{_range(sink.get('stats'), 1, ' %', 'minmax')}",
     )
-    delta = get("isolation", BASELINE, "delta_p95_s")
-    late = get("isolation", BASELINE, "loaded_late")
-    rows.append(
-        {
-            "name": "Isolation: echo p95 change beside a 200 ms video fn",
-            "target": "unaffected (< 20 ms, < 1 % late)",
-            "value": "n/a" if delta is None else f"{ms(delta)}, {100 * (late or 0):.1f} % late",
-            "met": None if delta is None else delta < 0.020 and (late or 0) < LATE_LIMIT,
-        }
+    cap_ref, cap_floor = entry("capacity", BASELINE), entry("capacity", FLOOR)
+    h_ref, h_floor = cap_ref.get("held"), cap_floor.get("held")
+    r = ratio(h_ref, h_floor)
+    row(
+        "Echo sessions held (< 1 % late frames) vs the floor",
+        f">= {TARGET_CAPACITY_RATIO}x",
+        "n/a" if h_ref is None else f"{h_ref} (failed at {cap_ref.get('failed_at') or 'n/a'})",
+        None if r is None else r >= TARGET_CAPACITY_RATIO,
+        baseline="n/a" if h_floor is None else f"{h_floor} (floor)",
+        ratio=r,
+        n=f"{cap_ref.get('windows', 'n/a')} / {cap_floor.get('windows', 'n/a')} windows",
+        spread="late at held "
+        f"{_range(cap_ref.get('held_late'), 100, ' %', 'minmax')} / "
+        f"{_range(cap_floor.get('held_late'), 100, ' %', 'minmax')}",
+    )
+    iso = entry("isolation", BASELINE)
+    d = iso.get("delta_p95_s")
+    late = iso.get("loaded_late")
+    row(
+        "Isolation: echo p95 change beside a 200 ms video fn",
+        "unaffected (< 20 ms, < 1 % late)",
+        "n/a" if d is None else f"{1000 * d:+.0f} ms, {100 * (late or 0):.1f} % late",
+        None if d is None else d < TARGET_ISOLATION_S and (late or 0) < LATE_LIMIT,
+        baseline=f"{_ms(iso.get('alone_rt_p95_s'))} (the echo alone)",
+        ratio=ratio(iso.get("loaded_rt_p95_s"), iso.get("alone_rt_p95_s")),
+        n=f"{_get_n(iso, 'loaded')} / {_get_n(iso, 'alone')} markers",
+        spread=f"{_range(iso.get('loaded'), 1000, ' ms')} / "
+        f"{_range(iso.get('alone'), 1000, ' ms')}",
     )
     return rows
+
+
+def _get_n(entry: dict[str, Any], key: str) -> str:
+    stats = entry.get(key)
+    n = stats.get("n") if isinstance(stats, dict) else None
+    return "n/a" if n is None else str(n)
 
 
 def default_python(impl: str) -> str:
@@ -1272,17 +1782,16 @@ async def run(
 
     ``pythons``: implementation -> the python of its venv (default: :func:`default_python`).
     """
-    from webrtc_ref.bench.echo import machine, wait_quiet
-
     started = time.monotonic()
     other = await asyncio.to_thread(wait_quiet, plan.quiet_wait_s)
     results: dict[str, Any] = {
-        "schema": 1,
+        "schema": 2,
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "plan": plan.name,
         "machine": {**machine(), "load_other_pct": other},
         "baseline": BASELINE,
         "floor": FLOOR,
+        "core": CORE,
         "implementations": {},
     }
     for impl in impls:
@@ -1297,7 +1806,7 @@ async def run(
             continue
         await bench_impl(impl, python, plan, figures, results)
     if floor:
-        await bench_floor(plan, figures, results)
+        await bench_floor(plan, figures, results, core=BASELINE in impls)
     results["targets"] = targets_table(results)
     results["elapsed_s"] = time.monotonic() - started
     return results
@@ -1352,7 +1861,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"results: {args.json} ({results['elapsed_s']:.0f} s)")
     for row in results["targets"]:
         mark = {True: "met", False: "NOT MET", None: "n/a"}[row["met"]]
-        log(f"  {row['name']}: {row['value']} (target {row['target']}): {mark}")
+        against = "" if row["ratio"] is None else f" ({row['ratio']:.2f}x {row['baseline']})"
+        log(
+            f"  {row['name']}: {row['value']}{against} (target {row['target']}; "
+            f"n {row['n']}; {row['spread']}): {mark}"
+        )
     if args.md is not None:
         from conformance.bench.report import write_report
 

@@ -829,7 +829,7 @@ def test_any_interleaving_of_receive_and_emit_keeps_turns_consistent(
 @pytest.mark.slow
 async def test_first_reply_audio_leaves_the_outbound_track_within_600_ms() -> None:
     """Real time through HandlerRunner and OutboundAudioTrack (no network): ~7 s."""
-    from webrtc_ref.bench.reply_latency import replay_through_runtime
+    from conformance.bench.replay import replay_through_runtime
 
     run = await replay_through_runtime(scenario("speech_then_silence"))
     assert run.errors == []

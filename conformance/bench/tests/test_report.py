@@ -84,27 +84,159 @@ def _results() -> dict[str, Any]:
         },
         "turns": {
             "webrtc_ref": {
+                "n": 3,
                 "turns": 3,
+                "expected": 3,
+                "speech_scenarios": 2,
                 "latencies_s": [0.3, 0.4, 0.5],
+                "latency": {
+                    "n": 3,
+                    "p50": 0.4,
+                    "p95": 0.49,
+                    "p25": 0.35,
+                    "p75": 0.45,
+                    "min": 0.3,
+                    "max": 0.5,
+                },
                 "p50_s": 0.4,
-                "p95_s": 0.5,
-                "false": 0,
+                "p95_s": 0.49,
+                "false": 1,
                 "missed": 0,
+                "silent_runs": 2,
+                "silent_ok": 1,
+                "silent_false": 1,
+                "runs": 5,
+                "rounds": 1,
+                "error_runs": 1,
+                "errors": ["questions (lead 0 ms): no media within 20 s"],
+                "scenarios": {
+                    "speech_pause_speech": {
+                        "silent": False,
+                        "runs": 1,
+                        "errors": 0,
+                        "expected": 2,
+                        "latencies_s": [0.3, 0.4],
+                        "false": 0,
+                        "missed": 0,
+                        "silent_ok": 0,
+                    },
+                    "questions": {
+                        "silent": False,
+                        "runs": 1,
+                        "errors": 1,
+                        "expected": 0,
+                        "latencies_s": [],
+                        "false": 0,
+                        "missed": 0,
+                        "silent_ok": 0,
+                    },
+                    "noise_only": {
+                        "silent": True,
+                        "runs": 1,
+                        "errors": 0,
+                        "expected": 0,
+                        "latencies_s": [],
+                        "false": 0,
+                        "missed": 0,
+                        "silent_ok": 1,
+                    },
+                    "tone_only": {
+                        "silent": True,
+                        "runs": 1,
+                        "errors": 0,
+                        "expected": 0,
+                        "latencies_s": [],
+                        "false": 1,
+                        "missed": 0,
+                        "silent_ok": 0,
+                    },
+                },
                 "note": None,
             }
         },
         "cpu": {
-            "webrtc_ref": {"echo": {"1": 10.0, "4": 8.0}, "idle": {"1": 1.0, "4": None}},
-            "aiortc": {"echo": {"1": 5.0, "4": 4.0}, "idle": {}},
+            "webrtc_ref": {
+                "sessions": 4,
+                "runs": 3,
+                "window_s": 3.0,
+                "echo": {
+                    "samples_pct": [7.0, 8.0, 9.0],
+                    "stats": {"n": 3, "min": 7.0, "max": 9.0, "p50": 8.0},
+                    "median_pct": 8.0,
+                    "client_median_pct": 1.25,
+                },
+                "idle": {
+                    "samples_pct": [1.0, 1.5],
+                    "stats": {"n": 2, "min": 1.0, "max": 1.5, "p50": 1.25},
+                    "median_pct": 1.25,
+                },
+                "errors": ["idle run 3: no media within 20 s"],
+            },
+            "webrtc_ref core": {
+                "sessions": 4,
+                "runs": 3,
+                "window_s": 3.0,
+                "echo": {"stats": {"n": 3, "min": 5.0, "max": 6.0}, "median_pct": 5.5},
+                "idle": {"stats": {"n": 3, "min": 0.5, "max": 0.7}, "median_pct": 0.6},
+                "errors": [],
+            },
+            "aiortc": {
+                "sessions": 4,
+                "runs": 3,
+                "window_s": 3.0,
+                "echo": {"stats": {"n": 3, "min": 9.0, "max": 11.0}, "median_pct": 10.0},
+                "echo_tight": {"stats": {"n": 3, "min": 6.0, "max": 7.0}, "median_pct": 6.5},
+                "idle": {"stats": {"n": 3, "min": 0.4, "max": 0.6}, "median_pct": 0.5},
+                "errors": [],
+            },
         },
         "capacity": {
             "webrtc_ref": {
                 "held": 8,
-                "stopped": "late frames",
+                "failed_at": 9,
+                "stopped": "failed at N=9",
+                "windows": 5,
+                "held_windows": 2,
+                "held_passed": 2,
+                "held_late": {"n": 2, "min": 0.001, "max": 0.005},
+                "held_server_pct": 70.0,
+                "held_client_pct": 10.0,
+                "server_per_session_pct": {"n": 3, "p50": 8.5},
+                "client_per_session_pct": {"n": 3, "p50": 1.25},
+                "errors": ["N=9 (fine 1): no media within 10 s"],
                 "steps": [
                     {"n": 4, "connected": 4, "late_fraction": 0.001, "passed": True},
-                    {"n": 8, "connected": 8, "late_fraction": 0.005, "passed": True},
-                    {"n": 16, "connected": 16, "late_fraction": 0.05, "passed": False},
+                    {
+                        "n": 8,
+                        "phase": "ramp",
+                        "attempt": 1,
+                        "connected": 8,
+                        "late_fraction": 0.005,
+                        "coverage": 1.0,
+                        "rt_p95_s": 0.09,
+                        "server_cpu_pct": 70.0,
+                        "client_cpu_pct": 10.0,
+                        "other_cpu_pct": 1.0,
+                        "errors": [],
+                        "passed": True,
+                    },
+                    {
+                        "n": 9,
+                        "phase": "fine",
+                        "attempt": 1,
+                        "connected": 8,
+                        "late_fraction": 0.05,
+                        "errors": ["no media within 10 s"],
+                        "passed": False,
+                    },
+                    {
+                        "n": 8,
+                        "phase": "confirm",
+                        "attempt": 1,
+                        "connected": 8,
+                        "late_fraction": 0.001,
+                        "passed": True,
+                    },
                 ],
             },
             "aiortc": {
@@ -150,7 +282,16 @@ def _results() -> dict[str, Any]:
             }
         },
         "targets": [
-            {"name": "Audio round trip p95", "target": "< 150 ms", "value": "80 ms", "met": True},
+            {
+                "name": "Audio round trip p95",
+                "target": "< 150 ms",
+                "value": "80 ms",
+                "baseline": "40 ms (floor)",
+                "ratio": 2.0,
+                "n": "3 / 2 markers",
+                "spread": "IQR 55–70 ms / 35–38 ms",
+                "met": True,
+            },
             {"name": "Turn p95", "target": "< 600 ms", "value": "n/a", "met": None},
         ],
     }
@@ -163,10 +304,21 @@ def test_render_markdown_tables() -> None:
     assert "do not edit by hand" in page
     for name in ("webrtc_ref", "other", "aiortc (bare, floor)", "0.1.0", "9.9.9"):
         assert name in page
-    # Every number comes from the JSON, formatted: ms, %, ratios against webrtc_ref.
-    assert "| webrtc_ref | 3 | 60 ms | 80 ms | 25 ms | 30 ms | 100% | 1.00× |" in page
-    assert "| other | 3 | 90 ms | 100 ms | n/a | n/a | 98% | 1.25× |" in page
-    assert "| aiortc (bare, floor) | 3 | 35 ms | 40 ms | — | — | 100% | 0.50× |" in page
+    # Every number comes from the JSON, formatted: ms, %, ratios against webrtc_ref; each
+    # table has n (samples), a spread (IQR or min-max) and the errors met.
+    assert (
+        "| Implementation | Runs | n | Round trip median | Round trip p95 | IQR | "
+        "Into handler median | Into handler p95 | Coverage | Errors |"
+    ) in page
+    assert (
+        "| webrtc_ref | 3 | 3 | 60 ms | 80 ms | 55 ms–70 ms | 25 ms | 30 ms | 100% | 0 | 1.00× |"
+        in (page)
+    )
+    assert "| other | 3 | 3 | 90 ms | 100 ms | 80 ms–95 ms | n/a | n/a | 98% | 0 | 1.25× |" in page
+    assert (
+        "| aiortc (bare, floor) | 3 | 2 | 35 ms | 40 ms | 32 ms–38 ms | — | — | 100% | 0 | 0.50× |"
+        in (page)
+    )
     assert "| Held vs webrtc_ref |" in page and "2.00×" in page
     # Unsupported, missing and failed figures.
     assert "*unsupported: no ReplyOnPause in this version*" in page
@@ -174,22 +326,107 @@ def test_render_markdown_tables() -> None:
     assert "## Isolation" in page and "*Not measured in this run.*" in page
     assert "## Video with a 100 ms function" in page
     assert "pause detection: webrtc_ref's Silero model injected" in page
-    # A busy machine is flagged; targets are listed; only plots that exist are linked.
+    # A busy machine is flagged; targets are listed with their baseline, ratio, n and
+    # spread; only plots that exist are linked.
     assert '!!! warning "Busy machine"' in page
-    assert "| Audio round trip p95 | &lt; 150 ms | 80 ms | ✅ |" in page
+    assert (
+        "| Audio round trip p95 | &lt; 150 ms | 80 ms | 40 ms (floor) | 2.00× | 3 / 2 markers "
+        "| IQR 55–70 ms / 35–38 ms | ✅ |"
+    ) in page
+    assert "| Turn p95 | &lt; 600 ms | n/a | n/a | n/a | n/a | n/a | n/a |" in page
     assert "![" in page and "benchmarks/audio_rt.png" in page
     assert "video_g2g.png" not in page
     # Hostile offers: the summary row, and each class with its replies.
     assert "| webrtc_ref | 17 ms | 9.0 ms | 40 ms | 3 | — |" in page
-    assert (
-        "| other | n/a | n/a | n/a | n/a | RuntimeError: the live session did not start |" in page
-    )
-    assert "| `no_ice` | 12 ms | 14 ms | 10 ms | invalid_offer ×3 |" in page
+    assert "| other | *failed: RuntimeError: the live session did not start* |" in page
+    assert "| `no_ice` | 3 | 12 ms | 14 ms | 10 ms | invalid_offer ×3 |" in page
     # The long soak: growth over the run and over its second half, resources first -> last.
     assert (
-        "| webrtc_ref | 8 | 10 min 0 s | 1400 | 0 | +12.0 MB | +0.4 MB | 10 → 11 | 20 → 20 |"
-        in page
+        "| webrtc_ref | 8 | 10 min 0 s | 1400 | 2 | 0 | +12.0 MB | +0.4 MB | 195–207 MB "
+        "| 10 → 11 | 20 → 20 |"
+    ) in page
+    # Every error the driver met is listed under its figure.
+    assert "- other: RuntimeError: the live session did not start" in page
+    assert "- webrtc_ref: idle run 3: no media within 20 s" in page
+    assert "- webrtc_ref: N=9 (fine 1): no media within 10 s" in page
+
+
+def test_turns_table_shows_n_spread_silent_runs_and_errors() -> None:
+    page = report.render_markdown(_results(), {})
+    section = page[page.index("## Turn latency") : page.index("## Server CPU")]
+    assert (
+        "| Implementation | n | Scenarios | Median | p95 | IQR | Min–max | False | Missed "
+        "| Silent | Errors | p95 vs webrtc_ref |"
+    ) in section
+    # 3 turns over 2 speech scenarios; one silent run replied (a false turn); one run failed
+    assert (
+        "| webrtc_ref | 3 | 2 | 400 ms | 490 ms | 350 ms–450 ms | 300 ms–500 ms | 1 | 0 | 1/2 "
+        "| 1 | 1.00× |"
+    ) in section
+    # per scenario: a silent scenario's outcome in its own column, errors counted apart
+    assert (
+        "| webrtc_ref | `speech_pause_speech` | 1 | 2 | 2 | 350 ms | 395 ms | 0 | 0 | — | 0 |"
+        in (section)
     )
+    assert "| webrtc_ref | `noise_only` (silent) | 1 | — | — | — | — | 0 | — | 1/1 | 0 |" in section
+    assert "| webrtc_ref | `tone_only` (silent) | 1 | — | — | — | — | 1 | — | 0/1 | 0 |" in section
+    assert "| webrtc_ref | `questions` | 1 | 0 | 0 | n/a | n/a | 0 | 0 | — | 1 |" in section
+    assert "- webrtc_ref: questions (lead 0 ms): no media within 20 s" in section
+
+
+def test_cpu_table_has_the_tight_floor_the_core_and_windows() -> None:
+    page = report.render_markdown(_results(), {})
+    section = page[page.index("## Server CPU") : page.index("## Capacity")]
+    # n = windows per mode (echo 3, idle 2: one idle window failed), min-max over them,
+    # the client's own CPU per session beside
+    assert (
+        "| webrtc_ref | 4 | 2/3 | 8% | 7%–9% | — | 1.2% | 1%–1.5% | 1.2% | 1 | 1.00× |" in section
+    )
+    assert (
+        "| webrtc_ref core | 4 | 3 | 5.5% | 5%–6% | — | 0.6% | 0.5%–0.7% | n/a | 0 | 0.69× |"
+        in (section)
+    )
+    assert (
+        "| aiortc (bare, floor) | 4 | 3 | 10% | 9%–11% | 6.5% (6%–7%) | 0.5% | 0.4%–0.6% | n/a "
+        "| 0 | 1.25× |"
+    ) in section
+    # the core row sits before the floor, and is not an implementation elsewhere
+    assert section.index("webrtc_ref core") < section.index("aiortc (bare, floor)")
+    assert "webrtc_ref core" not in page[: page.index("## Server CPU")].split("## Machine")[0]
+
+
+def test_capacity_table_shows_the_knee_windows_and_client_cpu() -> None:
+    page = report.render_markdown(_results(), {})
+    section = page[page.index("## Capacity") : page.index("## Isolation")]
+    assert (
+        "| webrtc_ref | 8 | 9 | failed at N=9 | 5 | 0.1%–0.5% (2/2 passed) | 70% | 10% | 8.5% "
+        "| 1.2% | 1 | 1.00× |"
+    ) in section
+    # every step, with its phase (ramp / fine / confirm), markers back and CPU beside
+    assert "| webrtc_ref | 8 | ramp 1 | 8 | 0.5% | 100% | 90 ms | 70% | 10% | 1% | 0 | ✅ |" in (
+        section
+    )
+    assert "| webrtc_ref | 9 | fine 1 | 8 | 5% | n/a | n/a | n/a | n/a | n/a | 1 | ❌ |" in section
+    assert "| webrtc_ref | 8 | confirm 1 | 8 | 0.1% |" in section
+
+
+def test_results_before_schema_2_still_render() -> None:
+    """A results file written before n/spread/errors were stored (the published one)."""
+    old = _results()
+    old["cpu"] = {"webrtc_ref": {"echo": {"4": 6.9}, "idle": {"4": 4.4}}}
+    old["turns"] = {
+        "webrtc_ref": {
+            "turns": 3,
+            "latencies_s": [0.5, 0.55, 0.56],
+            "p50_s": 0.55,
+            "p95_s": 0.56,
+            "false": 0,
+            "missed": 0,
+        }
+    }
+    page = report.render_markdown(old, {})
+    assert "| webrtc_ref | n/a | 1 | 6.9% | 6.9%–6.9% | — | 4.4% |" in page
+    assert "| webrtc_ref | 3 | n/a | 550 ms | 560 ms | 525 ms–555 ms | 500 ms–560 ms |" in page
 
 
 def test_render_markdown_survives_empty_and_odd_results() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ def test_bench_measures_webrtc_ref_and_the_floor(tmp_path: Path) -> None:
 
     echo = results["audio_echo"]["webrtc_ref"]
     assert echo["coverage"] >= 0.8, echo
+    assert echo["errors"] == [], echo["errors"]
+    assert echo["rt"]["n"] == len(echo["rt_s"]) > 0 and echo["rt"]["p25"] <= echo["rt"]["p75"]
     assert 0.02 < echo["rt_p95_s"] < 1.0
     assert echo["in_s"], "no marker reached receive()"
     assert 0 < echo["in_p50_s"] < echo["rt_p50_s"]
@@ -84,8 +87,38 @@ def test_bench_measures_webrtc_ref_and_the_floor(tmp_path: Path) -> None:
 
     names = [row["name"] for row in results["targets"]]
     assert "Audio round trip p95" in names
+    row = results["targets"][names.index("Audio round trip p95")]
+    assert row["ratio"] is not None and "markers" in row["n"] and "IQR" in row["spread"]
 
     from conformance.bench.report import render_markdown
 
     page = render_markdown(results, {})
     assert "webrtc_ref" in page and "aiortc (bare, floor)" in page
+
+
+def test_light_client_echo_is_logged_and_decoded_after_the_window() -> None:
+    """A light link (pre-encoded packets out, RTP logged) to the floor's echo: the markers
+    come back, decoded after the window, and no frame is late."""
+    from conformance.bench.media import frame_lateness, round_trips
+    from conformance.bench.run import FloorTarget, close_all, packet_track
+
+    async def main() -> tuple[list[float], int, int, tuple[int, int, int]]:
+        floor = FloorTarget()
+        await floor.start()
+        try:
+            link = await floor.open("echo", packet_track(), light=True)
+            assert link.error is None, link.error
+            await asyncio.sleep(0.5)
+            t0 = time.time()
+            await asyncio.sleep(2.0)
+            t1 = time.time()
+            await asyncio.sleep(0.3)
+            await close_all([link])
+            return (*round_trips(link, t0, t1), frame_lateness(link, t0, t1))
+        finally:
+            await floor.stop()
+
+    rts, sent, back, (late, missing, expected) = asyncio.run(main())
+    assert sent >= 10 and back == sent, (sent, back)
+    assert all(0 < rt < 0.5 for rt in rts)
+    assert late == 0 and missing <= 1 and expected == 100

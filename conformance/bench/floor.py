@@ -1,30 +1,31 @@
-"""The server process of the echo benchmark: webrtc_ref and bare-aiortc peers behind HTTP.
+"""The floor's server process: bare aiortc peers, and webrtc_ref's core, behind HTTP.
 
-Run as ``python -m webrtc_ref.bench._servers --port PORT`` (the benchmark does this with
-:class:`ServerProcess`); every aiortc peer in it gathers ICE on 127.0.0.1 only.
+The benchmark's floor (:class:`conformance.bench.run.FloorTarget`) and the webrtc_ref core
+row of the CPU figure run here, outside Gradio, in a process of their own so that their CPU
+is measured alone. Run as ``python -m conformance.bench.floor --port PORT`` (the driver does
+this with :class:`ServerProcess`); every aiortc peer in it gathers ICE on 127.0.0.1 only.
 
 Routes (a small Starlette app served by uvicorn on 127.0.0.1, pure-asyncio loop):
 
 - ``POST /offer/{kind}``: the offer body ``{"sdp", "type", "webrtc_id"}``; returns the reply
   plus ``server_answer_s`` (offer received -> answer ready, ICE gathered). Kinds:
 
-  * ``ref-echo``: ``StreamServer`` (send-receive, audio) with the user guide's ``EchoHandler``;
-  * ``ref-idle``: ``StreamServer`` with a handler that takes audio and whose ``emit`` returns
-    ``None``;
   * ``bare-echo``: the floor, a plain ``RTCPeerConnection`` whose ``on("track")`` does
     ``pc.addTrack(track)`` (aiortc decodes and re-encodes; no component); audio or video;
   * ``bare-tight``: ``bare-echo`` with each decoded frame copied into a fresh, tightly
     sized ``av.AudioFrame`` before it is sent back. aiortc's decoder returns frames whose
     buffer is sized for 120 ms (23040 bytes for 20 ms of audio), and its sender computes the
     RTP audio level in pure Python over the *whole buffer*, six times the real samples; the
-    copy removes that cost, which webrtc_ref's own (freshly built) frames never pay;
-  * ``bare-sink``: the idle floor, a plain peer that reads and discards the audio.
+    copy removes that cost, which an implementation building its own 20 ms frames never
+    pays. The CPU figure's echo target is against this floor;
+  * ``bare-sink``: the idle floor, a plain peer that reads and discards the audio;
+  * ``ref-echo``: webrtc_ref's ``StreamServer`` (send-receive, audio) with the user guide's
+    ``EchoHandler``, no Gradio: the core row of the CPU figure;
+  * ``ref-idle``: ``StreamServer`` with a handler that takes audio and whose ``emit``
+    returns ``None``.
 
-- ``GET /cpu``: ``{"cpu_s", "wall_s", "threads", "thread_groups", "connections",
-  "out_queued"}``; ``cpu_s`` is ``time.process_time()`` (every thread of this process,
-  nanosecond clock); ``thread_groups`` sums live threads' CPU by role (event loop, handler
-  receive / emit, executor, aiortc decoder); ``out_queued`` lists the frames waiting in each
-  ref-echo connection's outbound track (each one is 20 ms of added latency).
+- ``GET /cpu``: ``{"cpu_s", "wall_s", "threads", "connections"}``; ``cpu_s`` is
+  ``time.process_time()`` (every thread of this process).
 - ``POST /reset``: close every peer of every kind; returns how many were open.
 
 The process exits on its own when its parent dies or after ``--max-seconds``.
@@ -48,7 +49,7 @@ import numpy as np
 from webrtc_ref.demos.echo_audio import EchoHandler  # the user guide's, verbatim
 from webrtc_ref.handlers import StreamHandler
 
-KINDS: tuple[str, ...] = ("ref-echo", "ref-idle", "bare-echo", "bare-tight", "bare-sink")
+KINDS: tuple[str, ...] = ("bare-echo", "bare-tight", "bare-sink", "ref-echo", "ref-idle")
 
 
 class IdleHandler(StreamHandler):
@@ -144,42 +145,14 @@ class BarePeers:
         return len(pcs)
 
 
-#: Thread-name prefixes -> group reported by ``/cpu`` (anything else is "other").
-THREAD_GROUPS: tuple[tuple[str, str], ...] = (
-    ("MainThread", "event loop"),
-    ("receive-", "handler receive"),
-    ("emit-", "handler emit"),
-    ("asyncio_", "executor"),
-    ("ThreadPoolExecutor", "executor"),
-    ("audio-decoder", "aiortc decoder"),
-)
-
-
-def thread_groups() -> dict[str, float]:
-    """CPU seconds of this process's live threads, summed by group (``/proc`` ticks)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for thread in threading.enumerate():
-        try:
-            with open(f"/proc/self/task/{thread.native_id}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-        group = next((g for prefix, g in THREAD_GROUPS if thread.name.startswith(prefix)), "other")
-        out[group] = out.get(group, 0.0) + seconds
-    return out
-
-
 def build_app() -> Any:
-    """The Starlette app serving the four kinds of peers."""
+    """The Starlette app serving every kind of peer (see the module docstring)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     from webrtc_ref.server import StreamServer
-    from webrtc_ref.tracks import OutboundAudioTrack
 
     ref = {
         "ref-echo": StreamServer(
@@ -200,14 +173,6 @@ def build_app() -> Any:
         out.update({kind: len(peers.pcs) for kind, peers in bare.items()})
         return out
 
-    def out_queued() -> list[int]:
-        """Frames waiting in each ref-echo connection's outbound track (20 ms each)."""
-        return [
-            c.out_track.queued
-            for c in ref["ref-echo"].connections
-            if isinstance(c.out_track, OutboundAudioTrack)
-        ]
-
     async def offer(request: Request) -> JSONResponse:
         kind = request.path_params["kind"]
         body = await request.json()
@@ -227,15 +192,16 @@ def build_app() -> Any:
                 "cpu_s": time.process_time(),
                 "wall_s": time.monotonic(),
                 "threads": threading.active_count(),
-                "thread_groups": thread_groups(),
                 "connections": counts(),
-                "out_queued": out_queued(),
             }
         )
 
     async def reset(request: Request) -> JSONResponse:
         before = counts()
-        await asyncio.gather(*(server.shutdown() for server in ref.values()))
+        # close the core's connections without StreamServer.shutdown(), which would refuse
+        # every later offer
+        connections = [c for server in ref.values() for c in server.connections]
+        await asyncio.gather(*(c.close("server_shutdown") for c in connections))
         await asyncio.gather(*(peers.shutdown() for peers in bare.values()))
         return JSONResponse({"closed": before, "threads": threading.active_count()})
 
@@ -309,7 +275,7 @@ class ServerProcess:
         cmd = [
             sys.executable,
             "-m",
-            "webrtc_ref.bench._servers",
+            "conformance.bench.floor",
             "--port",
             str(self.port),
             "--max-seconds",
@@ -319,14 +285,14 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the bench server exited with code {self.proc.returncode}")
+                raise RuntimeError(f"the floor server exited with code {self.proc.returncode}")
             try:
                 if httpx.get(f"{self.url}/cpu", timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the bench server did not answer within {timeout:g} s")
+                raise TimeoutError(f"the floor server did not answer within {timeout:g} s")
             time.sleep(0.1)
 
     def stop(self) -> None:

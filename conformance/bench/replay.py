@@ -1,4 +1,8 @@
-"""Turn-taking benchmark: replay the speech fixtures through ``ReplyOnPause``.
+"""webrtc_ref's ``ReplyOnPause`` decisions, replayed from the speech fixtures.
+
+``python -m conformance.bench reply-latency``: a microbenchmark of webrtc_ref's turn-taking
+alone (no network, no Gradio), beside the side-by-side ``turns`` figure of
+:mod:`conformance.bench.run` (which measures each implementation end to end over WebRTC).
 
 Each scenario of ``fixtures.speech`` is cut into 20 ms blocks and fed to ``receive`` as fast
 as possible, in order; time is simulated (block ``i`` ends at ``(i + 1) * 20 ms``), so the
@@ -23,8 +27,9 @@ by 0, 4, 8, ... ms so that speech ends fall at every position within a 20 ms blo
 (``HandlerRunner`` + ``OutboundAudioTrack``, no network) and measures end of speech -> first
 reply frame leaving the outbound track.
 
-Run: ``python -m webrtc_ref.bench reply-latency`` (or ``python -m
-webrtc_ref.bench.reply_latency``), ``--json`` for machine-readable output.
+Run: ``python -m conformance.bench reply-latency`` (``--json`` for machine-readable
+output, ``--runtime`` for the real-time replay, ``-v`` to list every turn). Statistics:
+:mod:`conformance.bench.stats`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import argparse
 import asyncio
 import fractions
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -42,6 +48,7 @@ from typing import Any
 import av
 import numpy as np
 
+from conformance.bench.stats import pct
 from webrtc_ref.reply_on_pause import AlgoOptions, ReplyOnPause, TurnInfo
 
 FRAME_S = 0.02
@@ -103,9 +110,9 @@ class Report:
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q, method="linear"))
+    """:func:`conformance.bench.stats.pct`, NaN (printed as "nan") when there is nothing."""
+    value = pct(values, q)
+    return math.nan if value is None else value
 
 
 def _utterance_spans(scenario: Any) -> list[tuple[float, float]]:
@@ -424,7 +431,7 @@ def format_report(report: Report, runs: Sequence[ScenarioRun], verbose: bool = F
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``reply-latency`` command line."""
-    parser = argparse.ArgumentParser(prog="python -m webrtc_ref.bench reply-latency")
+    parser = argparse.ArgumentParser(prog="python -m conformance.bench reply-latency")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every turn")
     parser.add_argument("--mode", choices=("streaming", "chunked"), default="streaming")

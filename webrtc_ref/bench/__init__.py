@@ -1,1 +1,0 @@
-"""Benchmarks (``python -m webrtc_ref.bench <name>``); see each module's docstring."""
