@@ -75,7 +75,7 @@ DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # additional outputs
     "outputs_reversed": (
         "AdditionalOutputs(a, b) reaches the function as fn(b, a)",
-        ("OUT-002", "OUT-003"),  # OUT-003's items carry (index, ...): the order is read there
+        ("OUT-002",),  # OUT-003's items carry one value each: their order is unaffected
     ),
     "outputs_latest_only": (
         "state_change delivers only the newest of the queued outputs",
