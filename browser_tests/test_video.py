@@ -118,6 +118,15 @@ def test_receive_video_started_by_button(
         peer.page.get_by_role("button", name="Start", exact=True).click()
         assert peer.wait_state("streaming", "error") == "streaming", peer.text(".wr-error")
         session = peer.wait_first_media()
+        # The click started the stream at once (the trigger's client-side listener); the
+        # queued listener's "start_webrtc_stream" then confirms it instead of restarting.
+        starts = poll(
+            lambda: (s := peer.eval("(root) => root.__webrtc.starts"))["confirmed"] and s,
+            10,
+            "the queued trigger listener's confirmation",
+        )
+        assert starts == {"total": 1, "early": 1, "confirmed": 1}, starts
+        assert peer.state == "streaming"
         shown: list[tuple[float, int]] = []
         for _ in range(4):
             count = peer.session()["frames"]

@@ -68,10 +68,16 @@ class GradioApp:
 
     async def dependency(self, component_id: int, event: str) -> dict[str, Any] | None:
         """The first dependency triggered by ``event`` of component ``component_id``."""
-        for dependency in (await self.config())["dependencies"]:
-            if [component_id, event] in [list(t) for t in dependency.get("targets", [])]:
-                return dependency
-        return None
+        found = await self.dependencies(component_id, event)
+        return found[0] if found else None
+
+    async def dependencies(self, component_id: int, event: str) -> list[dict[str, Any]]:
+        """Every dependency triggered by ``event`` of component ``component_id``, in order."""
+        return [
+            dependency
+            for dependency in (await self.config())["dependencies"]
+            if [component_id, event] in [list(t) for t in dependency.get("targets", [])]
+        ]
 
     async def server_fn(
         self, component_id: int, fn_name: str, data: Any, session_hash: str

@@ -351,11 +351,38 @@ class WirePeer:
         return {"sdp": self.pc.localDescription.sdp, "type": "offer", "webrtc_id": self.webrtc_id}
 
     async def connect(self, *, trigger: bool | None = None) -> HttpReply:
-        """Offer and apply the answer; in receive mode run the trigger first (the button)."""
+        """Offer and apply the answer; in receive mode run the trigger first (the button).
+
+        When the trigger also has a client-side listener (``js`` and no server function,
+        as webrtc_ref's), a browser starts at the click itself: the offer then goes out
+        while the queued listener runs, and its outputs are collected after the answer.
+        """
         if trigger is None:
             trigger = self.scenario.mode == "receive"
+        pressed: asyncio.Task[list[Any]] | None = None
         if trigger:
-            self.trigger_output = await self.press_trigger()
+            if await self.trigger_starts_at_click():
+                pressed = asyncio.ensure_future(self.press_trigger())
+            else:
+                self.trigger_output = await self.press_trigger()
+        try:
+            return await self._offer()
+        finally:
+            if pressed is not None:
+                self.trigger_output = await pressed
+
+    async def trigger_starts_at_click(self) -> bool:
+        """Whether the trigger's click has a client-side listener (the browser starts at
+        once instead of waiting for the queued listener's output)."""
+        trigger = self.ids.trigger
+        if trigger is None:
+            return False
+        return any(
+            d.get("js") and not d.get("backend_fn", True)
+            for d in await self.wire.app.dependencies(trigger, "click")
+        )
+
+    async def _offer(self) -> HttpReply:
         body = await self.offer_body()
         posted = time.time()
         reply = await self.wire.offer(

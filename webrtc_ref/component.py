@@ -20,6 +20,7 @@ import functools
 import inspect
 import json
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
@@ -84,6 +85,13 @@ MSG_RECEIVE_TRIGGER = "In the receive mode stream event, the trigger parameter m
 MSG_SEND_AUDIO_HANDLER = (
     "In the send mode for audio, the event handler must be an instance of StreamHandler "
     "(for example ReplyOnPause(fn))."
+)
+
+#: The receive-mode trigger's client-side listener: it tells the component with this key
+#: (``props.trigger_key``) to start at once, without waiting for the queued listener.
+TRIGGER_JS = (
+    "() => { window.dispatchEvent(new CustomEvent('webrtc-ref-trigger', "
+    "{ detail: { key: %s } })); }"
 )
 
 _STATIC = "static"
@@ -691,6 +699,18 @@ class WebRTC(gr.HTML):
         if mode == "receive":
             assert trigger is not None
             trigger(lambda: START_SENTINEL, inputs=None, outputs=self, show_progress="hidden")
+            # The browser starts at the trigger itself (a client-side listener, no queue
+            # round trip); the queued listener above then only confirms the start.
+            key = secrets.token_hex(8)
+            self.props["trigger_key"] = key
+            trigger(
+                None,
+                inputs=None,
+                outputs=None,
+                js=TRIGGER_JS % json.dumps(key),
+                queue=False,
+                show_progress="hidden",
+            )
         dependency = self.tick(  # type: ignore[call-arg]
             set_input,
             inputs=[self, *others],

@@ -16,6 +16,10 @@ const RECEIVE_TICK_MS = 1000;
 const DISCONNECT_GRACE_MS = 4000;
 const LIMIT_RETRY_WINDOW_MS = 3000;
 const LIMIT_RETRIES = 3;
+// The receive-mode trigger's client-side announcement (see onTriggerEvent) and how long its
+// queued confirmation may take to arrive.
+const TRIGGER_EVENT = "webrtc-ref-trigger";
+const TRIGGER_CONFIRM_MS = 10000;
 
 const root = element.querySelector(".webrtc-ref");
 const q = (selector) => root.querySelector(selector);
@@ -53,6 +57,8 @@ const S = {
   disconnectTimer: null,
   lastError: null,
   messages: [], // every data-channel message received (newest last, capped), for tests
+  earlyStarts: [], // receive mode: starts made at the trigger's click, not yet confirmed
+  starts: { total: 0, early: 0, confirmed: 0 }, // counts, for tests
 };
 
 // ---------------------------------------------------------------- configuration
@@ -595,6 +601,7 @@ function startStreamingTimers(session) {
 
 async function start() {
   if (S.pc || S.state === "connecting" || S.state === "streaming") teardown(true);
+  S.starts.total += 1;
   const session = ++S.session;
   const c = cfg();
   clearError();
@@ -665,9 +672,29 @@ if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
   navigator.mediaDevices.addEventListener("devicechange", () => refreshDevices());
 }
 
-// Receive mode: the stream's trigger sets the value to "start_webrtc_stream".
+// Receive mode: the stream's trigger sets the value to "start_webrtc_stream". The trigger
+// also has a client-side listener that announces the click at once (TRIGGER_EVENT with
+// this component's props.trigger_key): the stream starts then, and the sentinel that the
+// queued listener delivers later confirms that start instead of restarting it.
+function onTriggerEvent(event) {
+  const key = event.detail && event.detail.key;
+  if (!key || key !== props.trigger_key || cfg().mode !== "receive") return;
+  S.earlyStarts.push(performance.now());
+  S.starts.early += 1;
+  start();
+}
+window.addEventListener(TRIGGER_EVENT, onTriggerEvent);
 watch("value", () => {
-  if (props.value === START_SENTINEL && cfg().mode === "receive") start();
+  if (props.value !== START_SENTINEL || cfg().mode !== "receive") return;
+  const now = performance.now();
+  S.earlyStarts = S.earlyStarts.filter((t) => now - t < TRIGGER_CONFIRM_MS);
+  if (S.earlyStarts.length) {
+    S.earlyStarts.shift(); // this click's confirmation: already started (or since stopped)
+    S.starts.confirmed += 1;
+    if (S.webrtcId) props.value = S.webrtcId;
+    return;
+  }
+  start();
 });
 watch(["mode", "modality", "mirror_webcam", "height", "width"], () => layout());
 
@@ -678,6 +705,7 @@ window.addEventListener("pagehide", () => {
 const liveness = setInterval(() => {
   if (!element.isConnected) {
     clearInterval(liveness);
+    window.removeEventListener(TRIGGER_EVENT, onTriggerEvent);
     if (S.pc) teardown(true);
   }
 }, 1000);
@@ -703,6 +731,9 @@ const api = {
   },
   get lastError() {
     return S.lastError;
+  },
+  get starts() {
+    return { ...S.starts };
   },
   get meters() {
     return S.meters.map((m) => ({ tag: m.tag, level: m.level }));

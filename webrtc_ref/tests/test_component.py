@@ -39,6 +39,7 @@ from webrtc_ref.component import (
     MSG_RECEIVE_TRIGGER,
     MSG_SEND_AUDIO_HANDLER,
     START_SENTINEL,
+    TRIGGER_JS,
     WebRTC,
     static_asset,
 )
@@ -400,6 +401,15 @@ def test_stream_rules() -> None:
                 clicks = [f for f in demo.fns.values() if f.outputs == [me]]
                 assert len(clicks) == 1
                 assert clicks[0].fn() == START_SENTINEL
+                # and a client-side listener that starts the browser at the click itself
+                key = me.props["trigger_key"]
+                early = [
+                    f
+                    for f in demo.fns.values()
+                    if f.fn is None and f.js == TRIGGER_JS % json.dumps(key)
+                ]
+                assert len(early) == 1 and not early[0].queue
+                assert early[0].targets == clicks[0].targets
 
         check()
 
