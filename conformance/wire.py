@@ -418,9 +418,14 @@ class WirePeer:
         """Run the receive-mode trigger (the Start button's click); return its outputs."""
         trigger = self.ids.trigger
         assert trigger is not None, "this scenario has no trigger"
-        dependency = await self.wire.app.dependency(trigger, "click")
-        assert dependency is not None, "the trigger button has no click listener"
-        return await self.session.run(dependency, [], trigger_id=trigger)
+        # the listeners a server runs (a client-side one, ``js`` only, has no server part)
+        served = [
+            d
+            for d in await self.wire.app.dependencies(trigger, "click")
+            if d.get("backend_fn", True)
+        ]
+        assert served, "the trigger button has no click listener that runs on the server"
+        return await self.session.run(served[0], [], trigger_id=trigger)
 
     # -- events ----------------------------------------------------------------------------------
     def _event_data(self, dependency: dict[str, Any]) -> list[Any]:

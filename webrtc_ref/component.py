@@ -698,9 +698,9 @@ class WebRTC(gr.HTML):
 
         if mode == "receive":
             assert trigger is not None
-            trigger(lambda: START_SENTINEL, inputs=None, outputs=self, show_progress="hidden")
-            # The browser starts at the trigger itself (a client-side listener, no queue
-            # round trip); the queued listener above then only confirms the start.
+            # The browser starts at the trigger itself: a client-side listener (no queue
+            # round trip), registered first so that it runs first; the queued listener's
+            # sentinel then only confirms the start (docs/protocol.md).
             key = secrets.token_hex(8)
             self.props["trigger_key"] = key
             trigger(
@@ -711,6 +711,7 @@ class WebRTC(gr.HTML):
                 queue=False,
                 show_progress="hidden",
             )
+            trigger(lambda: START_SENTINEL, inputs=None, outputs=self, show_progress="hidden")
         dependency = self.tick(  # type: ignore[call-arg]
             set_input,
             inputs=[self, *others],

@@ -57,7 +57,7 @@ const S = {
   disconnectTimer: null,
   lastError: null,
   messages: [], // every data-channel message received (newest last, capped), for tests
-  earlyStarts: [], // receive mode: starts made at the trigger's click, not yet confirmed
+  triggerStarts: [], // receive mode: starts by one half of a trigger, awaiting the other
   starts: { total: 0, early: 0, confirmed: 0 }, // counts, for tests
 };
 
@@ -674,27 +674,33 @@ if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
 
 // Receive mode: the stream's trigger sets the value to "start_webrtc_stream". The trigger
 // also has a client-side listener that announces the click at once (TRIGGER_EVENT with
-// this component's props.trigger_key): the stream starts then, and the sentinel that the
-// queued listener delivers later confirms that start instead of restarting it.
+// this component's props.trigger_key). One click thus arrives twice, in either order: the
+// first of the two starts the stream, the other (within TRIGGER_CONFIRM_MS) confirms that
+// start instead of restarting it.
+function triggered(source) {
+  const now = performance.now();
+  const other = source === "event" ? "sentinel" : "event";
+  S.triggerStarts = S.triggerStarts.filter((t) => now - t.at < TRIGGER_CONFIRM_MS);
+  const pending = S.triggerStarts.findIndex((t) => t.source === other);
+  if (pending >= 0) {
+    S.triggerStarts.splice(pending, 1); // the same click, seen the other way: confirmed
+    S.starts.confirmed += 1;
+    if (source === "sentinel" && S.webrtcId) props.value = S.webrtcId;
+    return;
+  }
+  S.triggerStarts.push({ source, at: now });
+  if (source === "event") S.starts.early += 1;
+  start();
+}
 function onTriggerEvent(event) {
   const key = event.detail && event.detail.key;
-  if (!key || key !== props.trigger_key || cfg().mode !== "receive") return;
-  S.earlyStarts.push(performance.now());
-  S.starts.early += 1;
-  start();
+  if (key && key === props.trigger_key && cfg().mode === "receive") triggered("event");
 }
 window.addEventListener(TRIGGER_EVENT, onTriggerEvent);
 watch("value", () => {
   if (props.value !== START_SENTINEL || cfg().mode !== "receive") return;
-  const now = performance.now();
-  S.earlyStarts = S.earlyStarts.filter((t) => now - t < TRIGGER_CONFIRM_MS);
-  if (S.earlyStarts.length) {
-    S.earlyStarts.shift(); // this click's confirmation: already started (or since stopped)
-    S.starts.confirmed += 1;
-    if (S.webrtcId) props.value = S.webrtcId;
-    return;
-  }
-  start();
+  if (props.trigger_key) triggered("sentinel");
+  else start();
 });
 watch(["mode", "modality", "mirror_webcam", "height", "width"], () => layout());
 
