@@ -164,9 +164,7 @@ async def test_connect_close_cycles_leave_no_threads(adapter: Adapter) -> None:
         halfway = threading.active_count()
         for number in range(16, 28):
             await cycle(number)
-        settled = await eventually(
-            lambda: threading.active_count() <= baseline + THREAD_SLACK, 5.0
-        )
+        settled = await eventually(lambda: threading.active_count() <= baseline + THREAD_SLACK, 5.0)
         assert settled, (
             f"threads: {baseline} after the warm-up, {halfway} after 12 more connect/close "
             f"cycles, {threading.active_count()} after 24: they grow with the cycles"
