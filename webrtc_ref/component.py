@@ -33,6 +33,7 @@ from gradio.events import Dependency
 
 from webrtc_ref import lifecycle
 from webrtc_ref.handlers import StreamHandler
+from webrtc_ref.jitter import JITTER_BUFFERS
 from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS
 from webrtc_ref.signaling import (
     DEFAULT_MAX_OFFER_BYTES,
@@ -342,6 +343,18 @@ class WebRTC(gr.HTML):
             app stops (``Blocks.close()``, Ctrl-C, SIGTERM, interpreter exit); each gets
             ``end_stream`` with reason ``server_shutdown`` and its handler's
             ``shutdown()``. Gradio itself waits at most 5 s for its server to stop.
+        jitter_buffer: how the server buffers the browser's audio (send and send-receive
+            audio): ``"adaptive"`` (default), webrtc_ref's jitter buffer, which hands each
+            packet on as soon as it is in order and conceals lost ones with Opus
+            packet-loss concealment; or ``"aiortc"``, aiortc's own (about 80 ms per
+            packet). ``"adaptive"`` needs an aiortc version it was tested with
+            (``webrtc_ref.jitter.TESTED_AIORTC_VERSIONS``); ``stream()`` raises
+            ``RuntimeError`` otherwise. Video always uses aiortc's.
+        output_buffer_s: seconds of the stream's audio that may wait to be played
+            (default 20, at most 300). A generator that yields audio faster than real
+            time (text-to-speech) runs this far ahead of playback before it waits, so what
+            it yields after the audio (``AdditionalOutputs`` with the transcript) arrives
+            at once; barge-in drops what waits.
         show_label, container, scale, min_width, interactive, visible, elem_id,
         elem_classes, render, key, every, inputs: as for every Gradio component.
         _stream_origin: internal. Gradio rebuilds a component from its constructor
@@ -377,6 +390,8 @@ class WebRTC(gr.HTML):
         max_offer_bytes: int = DEFAULT_MAX_OFFER_BYTES,
         max_pending_per_address: int | None = DEFAULT_MAX_PENDING_PER_ADDRESS,
         shutdown_timeout: float = 5.0,
+        jitter_buffer: Literal["adaptive", "aiortc"] = "adaptive",
+        output_buffer_s: float = 20.0,
         show_label: bool | None = None,
         container: bool = True,
         scale: int | None = None,
@@ -418,10 +433,12 @@ class WebRTC(gr.HTML):
         rtp_params = _json_dict("rtp_params", rtp_params) or {}
         height = _size("height", height)
         width = _size("width", width)
-        from webrtc_ref.server import check_max_offer_bytes
+        from webrtc_ref.server import check_max_offer_bytes, check_output_buffer_s
 
         check_max_offer_bytes(max_offer_bytes)
         shutdown_timeout = _positive_number("shutdown_timeout", shutdown_timeout, allow_none=False)  # type: ignore[assignment]
+        jitter_buffer = _one_of("jitter_buffer", jitter_buffer, JITTER_BUFFERS)  # type: ignore[assignment]
+        check_output_buffer_s(output_buffer_s)
         if max_pending_per_address is not None and (
             isinstance(max_pending_per_address, bool)
             or not isinstance(max_pending_per_address, int)
@@ -441,6 +458,8 @@ class WebRTC(gr.HTML):
         self.max_offer_bytes = max_offer_bytes
         self.max_pending_per_address = max_pending_per_address
         self.shutdown_timeout = float(shutdown_timeout)
+        self.jitter_buffer = jitter_buffer
+        self.output_buffer_s = float(output_buffer_s)
 
         self.mode = mode
         self.modality = modality
@@ -686,6 +705,8 @@ class WebRTC(gr.HTML):
             max_pending_per_address=self.max_pending_per_address,
             show_error=self._shows_errors,
             shutdown_timeout=self.shutdown_timeout,
+            jitter_buffer=self.jitter_buffer,
+            output_buffer_s=self.output_buffer_s,
         )
         lifecycle.install_signal_handlers()
         self.event_handler = fn

@@ -32,9 +32,11 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from webrtc_ref import jitter
 from webrtc_ref.drops import DropCounter
 from webrtc_ref.errors import new_error_id, public_message
 from webrtc_ref.handlers import StreamHandler
+from webrtc_ref.jitter import AdaptiveJitterBuffer, JitterBufferChoice
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.runner import GeneratorRunner, HandlerRunner, Runner, VideoRunner
 from webrtc_ref.signaling import Modality, Mode, Offer, log_tag
@@ -74,6 +76,12 @@ def _never() -> bool:
     return False
 
 
+#: Default of :attr:`StreamSpec.output_buffer_s`: 20 s (at most 3.8 MB of 48 kHz stereo s16
+#: per connection) holds a typical spoken reply whole, so that what a generator yields
+#: after its audio (a transcript) is not held back until the audio has played.
+DEFAULT_OUTPUT_BUFFER_S = 20.0
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """What every connection of one stream event shares."""
@@ -86,6 +94,11 @@ class StreamSpec:
     connect_timeout: float = 15.0
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     video_fps: float = 30.0
+    #: Seconds of handler audio that may wait to be played: a producer faster than real
+    #: time (a text-to-speech generator) runs this far ahead of playback, then waits.
+    output_buffer_s: float = DEFAULT_OUTPUT_BUFFER_S
+    #: Inbound audio: webrtc_ref's adaptive jitter buffer or aiortc's (:mod:`webrtc_ref.jitter`).
+    jitter_buffer: JitterBufferChoice = "adaptive"
     #: Whether the app shows exception texts to users (Gradio's ``launch(show_error=...)``);
     #: read when an error happens, since the app is launched after the stream is set up.
     show_error: Callable[[], bool] = _never
@@ -152,6 +165,9 @@ class Connection:
         self.connected_at: float | None = None
         self.created_at = time.monotonic()
         self.out_track: OutboundAudioTrack | OutboundVideoTrack | None = None
+        #: The inbound audio's adaptive jitter buffer (``jitter_buffer="adaptive"``), once
+        #: the track arrived; closed but readable (``stats()``) after the connection ends.
+        self.jitter_buffer: AdaptiveJitterBuffer | None = None
         self.runner: Runner = self._make_runner(handler)
 
     # -- setup -----------------------------------------------------------------------
@@ -159,7 +175,11 @@ class Connection:
         spec = self.spec
         sends_back = spec.mode in ("send-receive", "receive")
         if spec.modality == "audio":
-            self.out_track = OutboundAudioTrack(self._loop) if sends_back else None
+            self.out_track = (
+                OutboundAudioTrack(self._loop, max_buffer_s=spec.output_buffer_s)
+                if sends_back
+                else None
+            )
         else:
             self.out_track = (
                 OutboundVideoTrack(self._loop, paced=spec.mode == "receive", fps=spec.video_fps)
@@ -227,9 +247,26 @@ class Connection:
             log.info("%s: ignoring extra %s track", self.tag, track.kind)
             return
         self._inbound = track
+        if track.kind == "audio" and self.spec.jitter_buffer == "adaptive":
+            self._install_jitter_buffer(track)
         if self.spec.mode == "send-receive" and self.out_track is not None:
             self.pc.addTrack(self.out_track)
         self._spawn(self._read(track))
+
+    def _install_jitter_buffer(self, track: MediaStreamTrack) -> None:
+        """Give the inbound audio track's receiver webrtc_ref's jitter buffer (the
+        receiver has not started yet: aiortc starts it once the transport connects)."""
+        receiver = next(
+            (t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None
+        )
+        if receiver is None:
+            log.warning("%s: no receiver for the inbound audio track", self.tag)
+            return
+        try:
+            self.jitter_buffer = jitter.install(receiver, loop=self._loop)
+        except (RuntimeError, ValueError):
+            # StreamServer checked the aiortc version already; keep aiortc's buffer
+            log.exception("%s: keeping aiortc's jitter buffer", self.tag)
 
     async def _read(self, track: MediaStreamTrack) -> None:
         while True:
@@ -411,6 +448,8 @@ class Connection:
         except Exception:
             log.exception("%s: telling the browser why the connection ends failed", self.tag)
         self._step("stopping the outbound track", self._stop_out_track)
+        if self.jitter_buffer is not None:
+            self._step("closing the jitter buffer", self.jitter_buffer.close)
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:

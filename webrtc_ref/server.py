@@ -36,10 +36,11 @@ from typing import Any
 
 from aiortc.exceptions import InvalidStateError, OperationError
 
-from webrtc_ref import lifecycle
-from webrtc_ref.connection import Connection, StreamSpec
+from webrtc_ref import jitter, lifecycle
+from webrtc_ref.connection import DEFAULT_OUTPUT_BUFFER_S, Connection, StreamSpec
 from webrtc_ref.errors import new_error_id, public_message
 from webrtc_ref.handlers import StreamHandler
+from webrtc_ref.jitter import JitterBufferChoice
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS, Registry
 from webrtc_ref.signaling import (
@@ -142,6 +143,23 @@ def check_max_offer_bytes(value: object) -> None:
         )
 
 
+#: The largest ``output_buffer_s`` accepted (5 minutes: up to 58 MB per connection).
+MAX_OUTPUT_BUFFER_S = 300.0
+
+
+def check_output_buffer_s(value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is a number of seconds in (0, 300]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value <= MAX_OUTPUT_BUFFER_S
+    ):
+        raise ValueError(
+            f"output_buffer_s must be a number of seconds in (0, {MAX_OUTPUT_BUFFER_S:g}]; "
+            f"got {value!r}"
+        )
+
+
 def _check_positive(name: str, value: object, *, allow_none: bool) -> None:
     if value is None and allow_none:
         return
@@ -174,6 +192,14 @@ class StreamServer:
             (called when an error happens; the component passes Gradio's
             ``launch(show_error=...)``).
         shutdown_timeout: seconds :meth:`shutdown` may take to close every connection.
+        output_buffer_s: seconds of the handler's audio that may wait to be played
+            (audio modes that send back); a producer faster than real time runs this far
+            ahead of playback, then waits. Barge-in drops what waits.
+        jitter_buffer: the jitter buffer of inbound audio (send and send-receive audio):
+            ``"adaptive"`` (default; :mod:`webrtc_ref.jitter`) or ``"aiortc"`` (aiortc's
+            own). ``"adaptive"`` needs an aiortc version it was tested with
+            (:data:`webrtc_ref.jitter.TESTED_AIORTC_VERSIONS`); with another one the
+            constructor raises ``RuntimeError`` saying so. Video keeps aiortc's buffer.
     """
 
     def __init__(
@@ -191,6 +217,8 @@ class StreamServer:
         max_pending_per_address: int | None = DEFAULT_MAX_PENDING_PER_ADDRESS,
         show_error: Callable[[], bool] | None = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        jitter_buffer: JitterBufferChoice = "adaptive",
+        output_buffer_s: float = DEFAULT_OUTPUT_BUFFER_S,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
@@ -207,7 +235,11 @@ class StreamServer:
         _check_positive("time_limit", time_limit, allow_none=True)
         _check_positive("connect_timeout", connect_timeout, allow_none=False)
         _check_positive("shutdown_timeout", shutdown_timeout, allow_none=False)
+        check_output_buffer_s(output_buffer_s)
         check_max_offer_bytes(max_offer_bytes)
+        jitter_buffer = jitter.check_choice(jitter_buffer)
+        if jitter_buffer == "adaptive" and modality == "audio" and mode != "receive":
+            jitter.check_aiortc_version()
         self.shutdown_timeout = float(shutdown_timeout)
         self.max_offer_bytes = max_offer_bytes
         self.spec = StreamSpec(
@@ -218,6 +250,8 @@ class StreamServer:
             time_limit=time_limit,
             connect_timeout=connect_timeout,
             ice_servers=list(ice_servers or []),
+            jitter_buffer=jitter_buffer,
+            output_buffer_s=float(output_buffer_s),
             show_error=show_error or (lambda: False),
         )
         self._registry: Registry[Connection] = Registry(

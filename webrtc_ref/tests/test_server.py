@@ -155,6 +155,50 @@ async def test_audio_receive_plays_the_generator(servers: Any, peers: Any) -> No
     assert {"type": "end_stream", "reason": "handler_finished"} in peer.json_messages()
 
 
+@pytest.mark.parametrize(("buffer_s", "ahead"), [(20.0, True), (2.0, False)])
+async def test_a_fast_generator_runs_ahead_of_playback_by_the_output_buffer(
+    servers: Any, peers: Any, buffer_s: float, ahead: bool
+) -> None:
+    """A generator yields 6 s of audio at once, then AdditionalOutputs (a transcript after
+    text-to-speech). With the default 20 s output buffer the outputs are queued while
+    nearly all of the audio still waits to be played; with a 2 s buffer the generator is
+    held until at most 2 s of audio are left."""
+
+    def generate() -> Any:
+        for _ in range(12):
+            yield (24000, tone(440.0, 0.5, sample_rate=24000).reshape(1, -1))
+        yield AdditionalOutputs("transcript")
+
+    server = servers(mode="receive", modality="audio", handler=generate, output_buffer_s=buffer_s)
+    peer = peers(receive="audio")
+    assert (await peer.connect(server.offer))["type"] == "answer"
+    queued: list[int] = []
+
+    def outputs_arrived() -> bool:
+        outputs = server.outputs_of(peer.webrtc_id)
+        connection = server.connection(peer.webrtc_id)
+        if outputs is None or not len(outputs) or connection is None:
+            return False
+        assert connection.out_track is not None
+        queued.append(connection.out_track.queued)
+        return True
+
+    await async_wait_until(outputs_arrived, 10.0, "the generator's AdditionalOutputs")
+    waiting_s = queued[0] * 0.020
+    if ahead:
+        assert waiting_s >= 4.0, f"only {waiting_s:.2f} s of audio waited when outputs came"
+    else:
+        assert waiting_s <= 2.0 + 0.1, f"{waiting_s:.2f} s of audio waited (buffer 2 s)"
+
+
+def test_output_buffer_s_is_checked() -> None:
+    for bad in (0, -1.0, 301.0, True, "20"):
+        with pytest.raises(ValueError, match=r"output_buffer_s must be a number of seconds"):
+            StreamServer(
+                mode="receive", modality="audio", handler=lambda: iter(()), output_buffer_s=bad
+            )
+
+
 async def test_video_send_receive_returns_processed_frames_in_order(
     servers: Any, peers: Any
 ) -> None:
