@@ -344,10 +344,11 @@ class WebRTC(gr.HTML):
             ``end_stream`` with reason ``server_shutdown`` and its handler's
             ``shutdown()``. Gradio itself waits at most 5 s for its server to stop.
         jitter_buffer: how the server buffers the browser's audio (send and send-receive
-            audio): ``"adaptive"`` (default), webrtc_ref's jitter buffer, which hands each
-            packet on as soon as it is in order and conceals lost ones with Opus
-            packet-loss concealment; or ``"aiortc"``, aiortc's own (about 80 ms per
-            packet). ``"adaptive"`` needs an aiortc version it was tested with
+            audio): ``"aiortc"`` (default), aiortc's own (about 80 ms per packet); or
+            ``"adaptive"``, webrtc_ref's jitter buffer, which hands each packet on as soon
+            as it is in order and conceals lost ones with Opus packet-loss concealment
+            (opt-in until its echo of Chromium's audio is as clean as aiortc's).
+            ``"adaptive"`` needs an aiortc version it was tested with
             (``webrtc_ref.jitter.TESTED_AIORTC_VERSIONS``); ``stream()`` raises
             ``RuntimeError`` otherwise. Video always uses aiortc's.
         output_buffer_s: seconds of the stream's audio that may wait to be played
@@ -390,7 +391,7 @@ class WebRTC(gr.HTML):
         max_offer_bytes: int = DEFAULT_MAX_OFFER_BYTES,
         max_pending_per_address: int | None = DEFAULT_MAX_PENDING_PER_ADDRESS,
         shutdown_timeout: float = 5.0,
-        jitter_buffer: Literal["adaptive", "aiortc"] = "adaptive",
+        jitter_buffer: Literal["adaptive", "aiortc"] = "aiortc",
         output_buffer_s: float = 20.0,
         show_label: bool | None = None,
         container: bool = True,

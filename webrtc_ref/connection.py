@@ -98,7 +98,7 @@ class StreamSpec:
     #: time (a text-to-speech generator) runs this far ahead of playback, then waits.
     output_buffer_s: float = DEFAULT_OUTPUT_BUFFER_S
     #: Inbound audio: webrtc_ref's adaptive jitter buffer or aiortc's (:mod:`webrtc_ref.jitter`).
-    jitter_buffer: JitterBufferChoice = "adaptive"
+    jitter_buffer: JitterBufferChoice = "aiortc"
     #: Whether the app shows exception texts to users (Gradio's ``launch(show_error=...)``);
     #: read when an error happens, since the app is launched after the stream is set up.
     show_error: Callable[[], bool] = _never

@@ -196,8 +196,8 @@ class StreamServer:
             (audio modes that send back); a producer faster than real time runs this far
             ahead of playback, then waits. Barge-in drops what waits.
         jitter_buffer: the jitter buffer of inbound audio (send and send-receive audio):
-            ``"adaptive"`` (default; :mod:`webrtc_ref.jitter`) or ``"aiortc"`` (aiortc's
-            own). ``"adaptive"`` needs an aiortc version it was tested with
+            ``"aiortc"`` (default; aiortc's own) or ``"adaptive"`` (:mod:`webrtc_ref.jitter`,
+            opt-in). ``"adaptive"`` needs an aiortc version it was tested with
             (:data:`webrtc_ref.jitter.TESTED_AIORTC_VERSIONS`); with another one the
             constructor raises ``RuntimeError`` saying so. Video keeps aiortc's buffer.
     """
@@ -217,7 +217,7 @@ class StreamServer:
         max_pending_per_address: int | None = DEFAULT_MAX_PENDING_PER_ADDRESS,
         show_error: Callable[[], bool] | None = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-        jitter_buffer: JitterBufferChoice = "adaptive",
+        jitter_buffer: JitterBufferChoice = "aiortc",
         output_buffer_s: float = DEFAULT_OUTPUT_BUFFER_S,
     ) -> None:
         if mode not in MODES:
