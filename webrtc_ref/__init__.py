@@ -4,6 +4,9 @@ Public API::
 
     from webrtc_ref import WebRTC, StreamHandler, ReplyOnPause, AdditionalOutputs
     from webrtc_ref import AlgoOptions, SileroVadOptions
+    # fastrtc's handler API
+    from webrtc_ref import AsyncStreamHandler, VideoStreamHandler, CloseStream
+    from webrtc_ref import Warning, WebRTCError, get_current_context
 
 Names are imported lazily, so ``import webrtc_ref`` does not import Gradio or aiortc.
 """
@@ -17,15 +20,24 @@ from webrtc_ref._version import __version__
 
 if TYPE_CHECKING:
     from webrtc_ref.component import WebRTC
-    from webrtc_ref.handlers import StreamHandler
-    from webrtc_ref.outputs import AdditionalOutputs
+    from webrtc_ref.context import Context, get_current_context
+    from webrtc_ref.errors import Warning, WebRTCError
+    from webrtc_ref.handlers import AsyncStreamHandler, StreamHandler, VideoStreamHandler
+    from webrtc_ref.outputs import AdditionalOutputs, CloseStream
     from webrtc_ref.pause_detection import PauseDetectionModel
     from webrtc_ref.reply_on_pause import AlgoOptions, ReplyOnPause, SileroVadOptions
 
 _EXPORTS: dict[str, str] = {
     "WebRTC": "webrtc_ref.component",
     "StreamHandler": "webrtc_ref.handlers",
+    "AsyncStreamHandler": "webrtc_ref.handlers",
+    "VideoStreamHandler": "webrtc_ref.handlers",
     "AdditionalOutputs": "webrtc_ref.outputs",
+    "CloseStream": "webrtc_ref.outputs",
+    "Warning": "webrtc_ref.errors",
+    "WebRTCError": "webrtc_ref.errors",
+    "Context": "webrtc_ref.context",
+    "get_current_context": "webrtc_ref.context",
     "ReplyOnPause": "webrtc_ref.reply_on_pause",
     "AlgoOptions": "webrtc_ref.reply_on_pause",
     "SileroVadOptions": "webrtc_ref.reply_on_pause",
@@ -35,12 +47,19 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "AdditionalOutputs",
     "AlgoOptions",
+    "AsyncStreamHandler",
+    "CloseStream",
+    "Context",
     "PauseDetectionModel",
     "ReplyOnPause",
     "SileroVadOptions",
     "StreamHandler",
+    "VideoStreamHandler",
+    "Warning",
     "WebRTC",
+    "WebRTCError",
     "__version__",
+    "get_current_context",
 ]
 
 

@@ -235,7 +235,7 @@ async def test_copy_and_shutdown_run_off_the_event_loop(peers: Any) -> None:
         assert (await second.connect(app.signal("b")))["type"] == "answer"
         await second.close()
         closing = asyncio.run_coroutine_threadsafe(
-            app.server.close(second.webrtc_id, "client_closed"), loop
+            app.server.close_connection(second.webrtc_id, "client_closed"), loop
         )
         await asyncio.wrap_future(closing)
         stop.set()
