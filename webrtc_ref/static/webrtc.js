@@ -52,6 +52,10 @@ const TURN_STATES = {
 };
 
 function setTurn(state, text) {
+  if (state) {
+    S.turns.push({ state, at: performance.now() });
+    if (S.turns.length > 200) S.turns.splice(0, S.turns.length - 200);
+  }
   root.dataset.turn = state || "";
   ui.turn.textContent = text || "";
   ui.turn.hidden = !state;
@@ -72,6 +76,7 @@ const S = {
   disconnectTimer: null,
   lastError: null,
   messages: [], // every data-channel message received (newest last, capped), for tests
+  turns: [], // turn states shown ({state, at: performance.now()}, capped), for tests
   triggerStarts: [], // receive mode: starts by one half of a trigger, awaiting the other
   starts: { total: 0, early: 0, confirmed: 0 }, // counts, for tests
 };
@@ -768,6 +773,9 @@ const api = {
     return S.meters.map((m) => ({ tag: m.tag, level: m.level }));
   },
   messages: S.messages,
+  get turns() {
+    return S.turns.map((t) => ({ ...t }));
+  },
   config: cfg,
   start,
   stop,

@@ -72,10 +72,13 @@ async def peers() -> AsyncIterator[Callable[..., ClientPeer]]:
         await peer.close()
 
 
-async def connect(server: StreamServer, peer: ClientPeer) -> None:
+async def connect(server: StreamServer, peer: ClientPeer, *, wait: bool = True) -> None:
+    """Offer and apply the answer; ``wait``: until connected (a handler that fails at once
+    may end the connection before the client sees it connected)."""
     reply = await peer.connect(server.offer)
     assert reply.get("type") == "answer", reply
-    await peer.wait_connected()
+    if wait:
+        await peer.wait_connected()
 
 
 def end_stream(peer: ClientPeer) -> dict[str, Any] | None:
@@ -258,7 +261,7 @@ async def test_start_up_runs_once_beside_receive_and_emit(servers: Any, peers: A
 async def test_start_up_that_raises_ends_the_stream_visibly(servers: Any, peers: Any) -> None:
     server = servers(handler=StartsUp(fail=True), show_error=lambda: True)
     peer = peers(send=ToneAudioTrack(440))
-    await connect(server, peer)
+    await connect(server, peer, wait=False)
     await peer.wait_message(lambda m: "end_stream" in m, 10, "end_stream")
     errors = [m for m in peer.json_messages() if m.get("type") == "error"]
     assert errors and "could not open the model session" in str(errors[0]["message"])
@@ -444,7 +447,7 @@ async def test_a_webrtc_error_is_shown_as_written_and_ends_the_stream(
 ) -> None:
     server = servers(handler=Fails(how))  # show_error is off: other texts stay hidden
     peer = peers(send=ToneAudioTrack(440))
-    await connect(server, peer)
+    await connect(server, peer, wait=False)
     await peer.wait_message(lambda m: "end_stream" in m, 10, "end_stream")
     errors = [m for m in peer.json_messages() if m.get("type") == "error"]
     assert errors == [{"type": "error", "message": "Your API key was refused"}]
