@@ -4,6 +4,9 @@ Public API::
 
     from webrtc_ref import WebRTC, StreamHandler, ReplyOnPause, AdditionalOutputs
     from webrtc_ref import AlgoOptions, SileroVadOptions
+    from webrtc_ref import audio_to_float32, audio_to_int16, audio_to_bytes, audio_to_file
+    from webrtc_ref import aggregate_bytes_to_16bit, async_aggregate_bytes_to_16bit
+    from webrtc_ref import wait_for_item
 
 Names are imported lazily, so ``import webrtc_ref`` does not import Gradio or aiortc.
 """
@@ -16,6 +19,15 @@ from typing import TYPE_CHECKING, Any
 from webrtc_ref._version import __version__
 
 if TYPE_CHECKING:
+    from webrtc_ref.audio_utils import (
+        aggregate_bytes_to_16bit,
+        async_aggregate_bytes_to_16bit,
+        audio_to_bytes,
+        audio_to_file,
+        audio_to_float32,
+        audio_to_int16,
+        wait_for_item,
+    )
     from webrtc_ref.component import WebRTC
     from webrtc_ref.handlers import StreamHandler
     from webrtc_ref.outputs import AdditionalOutputs
@@ -30,6 +42,13 @@ _EXPORTS: dict[str, str] = {
     "AlgoOptions": "webrtc_ref.reply_on_pause",
     "SileroVadOptions": "webrtc_ref.reply_on_pause",
     "PauseDetectionModel": "webrtc_ref.pause_detection",
+    "aggregate_bytes_to_16bit": "webrtc_ref.audio_utils",
+    "async_aggregate_bytes_to_16bit": "webrtc_ref.audio_utils",
+    "audio_to_bytes": "webrtc_ref.audio_utils",
+    "audio_to_file": "webrtc_ref.audio_utils",
+    "audio_to_float32": "webrtc_ref.audio_utils",
+    "audio_to_int16": "webrtc_ref.audio_utils",
+    "wait_for_item": "webrtc_ref.audio_utils",
 }
 
 __all__ = [
@@ -41,6 +60,13 @@ __all__ = [
     "StreamHandler",
     "WebRTC",
     "__version__",
+    "aggregate_bytes_to_16bit",
+    "async_aggregate_bytes_to_16bit",
+    "audio_to_bytes",
+    "audio_to_file",
+    "audio_to_float32",
+    "audio_to_int16",
+    "wait_for_item",
 ]
 
 
