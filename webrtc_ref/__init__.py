@@ -7,6 +7,9 @@ Public API::
     # fastrtc's handler API
     from webrtc_ref import AsyncStreamHandler, VideoStreamHandler, CloseStream
     from webrtc_ref import Warning, WebRTCError, get_current_context
+    from webrtc_ref import audio_to_float32, audio_to_int16, audio_to_bytes, audio_to_file
+    from webrtc_ref import aggregate_bytes_to_16bit, async_aggregate_bytes_to_16bit
+    from webrtc_ref import wait_for_item
 
 Names are imported lazily, so ``import webrtc_ref`` does not import Gradio or aiortc.
 """
@@ -19,6 +22,15 @@ from typing import TYPE_CHECKING, Any
 from webrtc_ref._version import __version__
 
 if TYPE_CHECKING:
+    from webrtc_ref.audio_utils import (
+        aggregate_bytes_to_16bit,
+        async_aggregate_bytes_to_16bit,
+        audio_to_bytes,
+        audio_to_file,
+        audio_to_float32,
+        audio_to_int16,
+        wait_for_item,
+    )
     from webrtc_ref.component import WebRTC
     from webrtc_ref.context import Context, get_current_context
     from webrtc_ref.errors import Warning, WebRTCError
@@ -42,6 +54,13 @@ _EXPORTS: dict[str, str] = {
     "AlgoOptions": "webrtc_ref.reply_on_pause",
     "SileroVadOptions": "webrtc_ref.reply_on_pause",
     "PauseDetectionModel": "webrtc_ref.pause_detection",
+    "aggregate_bytes_to_16bit": "webrtc_ref.audio_utils",
+    "async_aggregate_bytes_to_16bit": "webrtc_ref.audio_utils",
+    "audio_to_bytes": "webrtc_ref.audio_utils",
+    "audio_to_file": "webrtc_ref.audio_utils",
+    "audio_to_float32": "webrtc_ref.audio_utils",
+    "audio_to_int16": "webrtc_ref.audio_utils",
+    "wait_for_item": "webrtc_ref.audio_utils",
 }
 
 __all__ = [
@@ -59,7 +78,14 @@ __all__ = [
     "WebRTC",
     "WebRTCError",
     "__version__",
+    "aggregate_bytes_to_16bit",
+    "async_aggregate_bytes_to_16bit",
+    "audio_to_bytes",
+    "audio_to_file",
+    "audio_to_float32",
+    "audio_to_int16",
     "get_current_context",
+    "wait_for_item",
 ]
 
 
