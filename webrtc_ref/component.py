@@ -589,6 +589,21 @@ class WebRTC(gr.HTML):
                 INTERNAL_ERROR, f"the server failed to answer the offer (error id {error_id})"
             )
 
+    @server
+    async def ice_candidate(self, body: Any, request: gr.Request | None = None) -> dict[str, Any]:
+        """The ``ice_candidate`` server function: a browser candidate gathered after its
+        offer left (trickle ICE), for the calling session's own connection only.
+
+        ``body`` is ``{"webrtc_id", "candidate": {"candidate", "sdpMid", "sdpMLineIndex"}}``.
+        Returns ``{"status": "ok"}`` or a failure reply; never raises.
+        """
+        from webrtc_ref.signaling import NOT_CONFIGURED, failure
+
+        stream_server = self.stream_server
+        if stream_server is None:
+            return failure(NOT_CONFIGURED, "This WebRTC component has no stream.")
+        return await stream_server.add_ice_candidate(body, owner=_session_of(request))
+
     def set_input(self, webrtc_id: str | None, *args: Any) -> None:
         """Give connection ``webrtc_id`` the current values of the stream's other inputs.
 

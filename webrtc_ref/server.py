@@ -47,10 +47,12 @@ from webrtc_ref.signaling import (
     DEFAULT_MAX_OFFER_BYTES,
     HANDLER_ERROR,
     INTERNAL_ERROR,
+    INVALID_CANDIDATE,
     INVALID_OFFER,
     MODALITIES,
     MODES,
     SERVER_SHUTDOWN,
+    UNKNOWN_CONNECTION,
     Modality,
     Mode,
     Offer,
@@ -60,6 +62,7 @@ from webrtc_ref.signaling import (
     failure,
     log_tag,
     media_sections,
+    parse_candidate,
     parse_offer,
 )
 from webrtc_ref.threads import run_in_thread
@@ -463,6 +466,25 @@ class StreamServer:
 
     def __len__(self) -> int:
         return len(self._registry)
+
+    async def add_ice_candidate(self, body: object, *, owner: str | None = None) -> dict[str, Any]:
+        """A browser candidate gathered after its offer left (trickle ICE), for ``owner``'s
+        connection only; run on the server's loop. Body: see
+        :func:`~webrtc_ref.signaling.parse_candidate`. Returns ``{"status": "ok"}`` or a
+        failure reply (``invalid_candidate``, ``unknown_connection``); never raises."""
+        try:
+            trickled = parse_candidate(body)
+        except SignalingError as exc:
+            return exc.reply()
+        connection = self._registry.get(trickled.webrtc_id, owner)
+        if connection is None:
+            return failure(UNKNOWN_CONNECTION, "no live connection with this webrtc_id")
+        if not await connection.add_ice_candidate(trickled.candidate):
+            return failure(
+                INVALID_CANDIDATE,
+                "the candidate was not added (too many, no such media section, or closing)",
+            )
+        return {"status": "ok"}
 
     def set_input(self, webrtc_id: str, args: list[Any], *, owner: str | None = None) -> None:
         """Give the connection the latest values of the stream's other inputs.

@@ -11,6 +11,11 @@
 
 const START_SENTINEL = "start_webrtc_stream";
 const ICE_GATHERING_TIMEOUT_MS = 5000;
+// The offer leaves this long after the first usable candidate (a relay one under
+// iceTransportPolicy "relay"), even if gathering goes on: an unreachable STUN/TURN server
+// then costs this, not ICE_GATHERING_TIMEOUT_MS. Later candidates are trickled.
+const ICE_GATHERING_BUDGET_MS = 300;
+const MAX_TRICKLED_CANDIDATES = 20;
 const VIDEO_TICK_MS = 500;
 const RECEIVE_TICK_MS = 1000;
 const DISCONNECT_GRACE_MS = 4000;
@@ -78,6 +83,7 @@ const S = {
   messages: [], // every data-channel message received (newest last, capped), for tests
   turns: [], // turn states shown ({state, at: performance.now()}, capped), for tests
   triggerStarts: [], // receive mode: starts by one half of a trigger, awaiting the other
+  trickle: null, // the current session's late ICE candidates (see trickle())
   starts: { total: 0, early: 0, confirmed: 0 }, // counts, for tests
 };
 
@@ -384,22 +390,51 @@ function newWebrtcId() {
   return Array.from(bytes, (b) => (b % 36).toString(36)).join("");
 }
 
-function waitForIceGathering(pc) {
+function waitForIceGathering(pc, relayOnly) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
+    let budget = null;
     const done = () => {
       clearTimeout(timer);
+      clearTimeout(budget);
       pc.removeEventListener("icegatheringstatechange", check);
+      pc.removeEventListener("icecandidate", onCandidate);
       resolve();
     };
     const check = () => {
       if (pc.iceGatheringState === "complete") done();
     };
-    // Non-trickle ICE: wait for all candidates, but never forever (an unreachable
-    // STUN/TURN server can stall gathering); then send what was gathered.
+    // Wait for all candidates, or ICE_GATHERING_BUDGET_MS after the first usable one
+    // (what comes later is trickled, see trickle()), never longer than the timeout.
+    const onCandidate = (ev) => {
+      if (!ev.candidate || budget !== null) return;
+      if (relayOnly && ev.candidate.type !== "relay") return;
+      budget = setTimeout(done, ICE_GATHERING_BUDGET_MS);
+    };
     const timer = setTimeout(done, ICE_GATHERING_TIMEOUT_MS);
     pc.addEventListener("icegatheringstatechange", check);
+    pc.addEventListener("icecandidate", onCandidate);
   });
+}
+
+// Candidates gathered after the offer left go to the server's ice_candidate function,
+// once the answer is in (before that the server has no connection to add them to).
+function trickle(session, webrtcId, candidate) {
+  const t = S.trickle;
+  if (!t || t.session !== session || !t.offerSent || !candidate || !candidate.candidate) return;
+  if (t.count >= MAX_TRICKLED_CANDIDATES) return;
+  t.count += 1;
+  const body = {
+    webrtc_id: webrtcId,
+    candidate: { candidate: candidate.candidate, sdpMid: candidate.sdpMid, sdpMLineIndex: candidate.sdpMLineIndex },
+  };
+  if (t.answered) sendCandidate(body);
+  else t.queue.push(body);
+}
+
+function sendCandidate(body) {
+  if (typeof server.ice_candidate !== "function") return;
+  Promise.resolve(server.ice_candidate(body)).catch(() => {});
 }
 
 function failureMessage(reply) {
@@ -669,17 +704,24 @@ async function start() {
     } else {
       pc.addTransceiver(c.modality, { direction: "recvonly" });
     }
+    S.trickle = { session, offerSent: false, answered: false, queue: [], count: 0 };
+    pc.addEventListener("icecandidate", (ev) => trickle(session, webrtcId, ev.candidate));
     await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc);
+    const relayOnly = !!(c.rtcConfiguration && c.rtcConfiguration.iceTransportPolicy === "relay");
+    await waitForIceGathering(pc, relayOnly);
     if (session !== S.session) return;
+    const offerSdp = pc.localDescription.sdp;
+    S.trickle.offerSent = true; // candidates from now on are not in offerSdp
     const answer = await postOffer(session, {
-      sdp: pc.localDescription.sdp,
+      sdp: offerSdp,
       type: "offer",
       webrtc_id: webrtcId,
     });
     if (!answer || session !== S.session) return;
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     if (session !== S.session) return;
+    S.trickle.answered = true;
+    for (const body of S.trickle.queue.splice(0)) sendCandidate(body);
     await applyRtpParams(pc, c.rtpParams);
   } catch (err) {
     if (session !== S.session) return;
