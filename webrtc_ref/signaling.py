@@ -37,6 +37,9 @@ OFFER_TOO_LARGE = "offer_too_large"
 TOO_MANY_PENDING_OFFERS = "too_many_pending_offers"
 INTERNAL_ERROR = "internal_error"
 SERVER_SHUTDOWN = "server_shutdown"
+# Codes of the rtc_config server function (per-connection ICE configuration).
+RTC_CONFIGURATION_FAILED = "rtc_configuration_failed"
+TOO_MANY_REQUESTS = "too_many_requests"
 ERROR_CODES: tuple[str, ...] = (
     CONCURRENCY_LIMIT_REACHED,
     CONNECTION_ALREADY_EXISTS,
@@ -48,6 +51,8 @@ ERROR_CODES: tuple[str, ...] = (
     TOO_MANY_PENDING_OFFERS,
     INTERNAL_ERROR,
     SERVER_SHUTDOWN,
+    RTC_CONFIGURATION_FAILED,
+    TOO_MANY_REQUESTS,
 )
 
 #: What a webrtc_id may look like: 1-128 letters, digits, ``-`` and ``_``.
