@@ -39,6 +39,9 @@ INTERNAL_ERROR = "internal_error"
 SERVER_SHUTDOWN = "server_shutdown"
 INVALID_CANDIDATE = "invalid_candidate"
 UNKNOWN_CONNECTION = "unknown_connection"
+# Codes of the rtc_config server function (per-connection ICE configuration).
+RTC_CONFIGURATION_FAILED = "rtc_configuration_failed"
+TOO_MANY_REQUESTS = "too_many_requests"
 ERROR_CODES: tuple[str, ...] = (
     CONCURRENCY_LIMIT_REACHED,
     CONNECTION_ALREADY_EXISTS,
@@ -52,6 +55,8 @@ ERROR_CODES: tuple[str, ...] = (
     SERVER_SHUTDOWN,
     INVALID_CANDIDATE,
     UNKNOWN_CONNECTION,
+    RTC_CONFIGURATION_FAILED,
+    TOO_MANY_REQUESTS,
 )
 
 #: What a webrtc_id may look like: 1-128 letters, digits, ``-`` and ``_``.

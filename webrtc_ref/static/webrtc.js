@@ -98,6 +98,8 @@ function cfg() {
     sends: mode !== "receive",
     receives: mode !== "send",
     rtcConfiguration: isObject(props.rtc_configuration) ? props.rtc_configuration : null,
+    // The server makes a configuration for each connection (server function rtc_config).
+    perConnectionRtc: props.rtc_configuration_per_connection === true,
     trackConstraints:
       props.track_constraints === undefined || props.track_constraints === null
         ? true
@@ -477,6 +479,27 @@ async function postOffer(session, body) {
   }
 }
 
+// The RTCConfiguration of one connection, from the server (rtc_configuration is a function
+// there); null when the session ended meanwhile.
+async function fetchRtcConfiguration(session, webrtcId) {
+  let reply;
+  try {
+    reply = await server.rtc_config({ webrtc_id: webrtcId });
+  } catch (err) {
+    reply = undefined;
+  }
+  if (session !== S.session) return null;
+  if (isObject(reply) && isObject(reply.rtc_configuration)) return reply.rtc_configuration;
+  if (!isObject(reply)) {
+    throw new ClientError(
+      "The server did not send this connection's ICE configuration (HTTP error or network failure); see the server log.",
+      "no_rtc_configuration",
+    );
+  }
+  const { code, message } = failureMessage(reply);
+  throw new ClientError(message, code);
+}
+
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -682,7 +705,9 @@ async function start() {
       showLocal(stream, c);
       refreshDevices();
     }
-    const pc = new RTCPeerConnection(c.rtcConfiguration || undefined);
+    const rtcConfiguration = c.perConnectionRtc ? await fetchRtcConfiguration(session, webrtcId) : c.rtcConfiguration;
+    if (session !== S.session) return;
+    const pc = new RTCPeerConnection(rtcConfiguration || undefined);
     S.pc = pc;
     const dc = pc.createDataChannel("text");
     S.dc = dc;
@@ -707,7 +732,7 @@ async function start() {
     S.trickle = { session, offerSent: false, answered: false, queue: [], count: 0 };
     pc.addEventListener("icecandidate", (ev) => trickle(session, webrtcId, ev.candidate));
     await pc.setLocalDescription(await pc.createOffer());
-    const relayOnly = !!(c.rtcConfiguration && c.rtcConfiguration.iceTransportPolicy === "relay");
+    const relayOnly = !!(rtcConfiguration && rtcConfiguration.iceTransportPolicy === "relay");
     await waitForIceGathering(pc, relayOnly);
     if (session !== S.session) return;
     const offerSdp = pc.localDescription.sdp;

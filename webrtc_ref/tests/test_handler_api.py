@@ -567,9 +567,15 @@ async def test_trickled_candidates_reach_the_servers_ice_agent(servers: Any, pee
         ([], "JSON object"),
         ({"webrtc_id": "../x", "candidate": {}}, "webrtc_id"),
         ({"webrtc_id": "abc", "candidate": "candidate:1"}, "must be an object"),
-        ({"webrtc_id": "abc", "candidate": {"candidate": "host 1.2.3.4", "sdpMid": "0"}}, "starting"),
         (
-            {"webrtc_id": "abc", "candidate": {"candidate": "candidate:" + "x" * 600, "sdpMid": "0"}},
+            {"webrtc_id": "abc", "candidate": {"candidate": "host 1.2.3.4", "sdpMid": "0"}},
+            "starting",
+        ),
+        (
+            {
+                "webrtc_id": "abc",
+                "candidate": {"candidate": "candidate:" + "x" * 600, "sdpMid": "0"},
+            },
             "at most 512",
         ),
         ({"webrtc_id": "abc", "candidate": {"candidate": "candidate:1 1 udp"}}, "sdpMid or"),
