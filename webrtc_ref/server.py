@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc.exceptions import InvalidStateError, OperationError
@@ -40,7 +40,7 @@ from webrtc_ref import jitter, lifecycle
 from webrtc_ref.connection import DEFAULT_OUTPUT_BUFFER_S, Connection, StreamSpec
 from webrtc_ref.errors import new_error_id, public_message
 from webrtc_ref.handlers import StreamHandler, VideoStreamHandler
-from webrtc_ref.jitter import JitterBufferChoice
+from webrtc_ref.jitter import JitterBufferChoice, JitterStats
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS, Registry
 from webrtc_ref.signaling import (
@@ -100,6 +100,8 @@ class Stats:
         leftover_outputs: the outputs they hold.
         audio_frames_queued: 20 ms output frames waiting to be sent.
         shutting_down: :meth:`StreamServer.shutdown` has begun.
+        jitter: the adaptive inbound jitter buffer's counters per live connection (by log
+            tag; ``jitter_buffer="adaptive"`` only, empty otherwise).
     """
 
     connections: int
@@ -117,6 +119,7 @@ class Stats:
     leftover_outputs: int
     audio_frames_queued: int
     shutting_down: bool
+    jitter: dict[str, JitterStats] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -616,4 +619,9 @@ class StreamServer:
             leftover_outputs=leftover_outputs,
             audio_frames_queued=sum(c.queued_audio_frames for c in connections),
             shutting_down=self._shutting_down,
+            jitter={
+                c.tag: c.jitter_buffer.stats()
+                for c in connections
+                if c.jitter_buffer is not None
+            },
         )
