@@ -455,7 +455,7 @@ def test_a_function_stays_out_of_props_and_config() -> None:
     assert w.rtc_configuration is None
     assert config["props"]["rtc_configuration"] is None
     assert config["props"]["rtc_configuration_per_connection"] is True
-    assert config["server_fns"] == ["offer", "rtc_config"]
+    assert config["server_fns"] == ["ice_candidate", "offer", "rtc_config"]
     static = WebRTC(rtc_configuration=GOOD).get_config()["props"]
     assert static["rtc_configuration"] == GOOD
     assert static["rtc_configuration_per_connection"] is False
