@@ -7,7 +7,8 @@ needs only numpy, av and onnxruntime) instead of letting fastrtc download one.
 
 fastrtc's browser client sends no periodic ticks: it fires ``tick`` once connected (not in
 the microphone component), other inputs reach the stream through their own ``change``
-events, and the server asks with ``{"type": "send_input"}``.
+events, and the server asks with ``{"type": "send_input"}``. Before each connection it
+calls the component's ``turn`` server function for its RTCPeerConnection configuration.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class FastrtcAdapter(Adapter):
     capabilities = CAPABILITIES
     periodic_ticks = False
     tick_on_open = True
+    rtc_configuration_fn = "turn"
 
     def ticks_on_open(self, scenario: Any) -> bool:
         # fastrtc's client fires `tick` once connected, except in its microphone component

@@ -42,6 +42,67 @@ class NullReplyOnPause:
         self.fn = fn
 
 
+# -- fastrtc's handler API (the fastrtc profile), exported by this module: nothing behind it
+
+
+class AsyncStreamHandler:
+    """Not abstract, and never driven."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class VideoStreamHandler:
+    def __init__(self, callable: Any, fps: int = 30, skip_frames: bool = False) -> None:
+        self.callable, self.fps, self.skip_frames = callable, fps, skip_frames
+
+
+class CloseStream:
+    def __init__(self, msg: str = "Stream closed") -> None:
+        self.msg = msg
+
+
+def Warning(message: str = "Warning issued.") -> None:  # noqa: A001, N802 - fastrtc's name
+    return None
+
+
+class WebRTCError(Exception):
+    pass
+
+
+def get_current_context() -> Any:
+    raise RuntimeError("no context")
+
+
+async def wait_for_item(queue: Any, timeout: float = 0.1) -> Any:
+    return None
+
+
+def audio_to_bytes(audio: Any) -> Any:
+    return None
+
+
+def audio_to_file(audio: Any) -> Any:
+    return None
+
+
+def audio_to_float32(audio: Any) -> Any:
+    return None
+
+
+def audio_to_int16(audio: Any) -> Any:
+    return None
+
+
+def aggregate_bytes_to_16bit(chunks: Any) -> Any:
+    return iter(())
+
+
+async def async_aggregate_bytes_to_16bit(chunks: Any) -> Any:
+    for _ in ():
+        yield None
+
+
 def _null_webrtc() -> type:
     import gradio as gr
 
