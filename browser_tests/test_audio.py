@@ -116,8 +116,12 @@ def test_reply_on_pause_one_reply_per_pause(open_peer: Callable[..., Peer], timi
         poll(lambda: peer.recorded_seconds() >= 12.0, 30, "12 s of recorded audio")
         audio = peer.audio()
         session = peer.session()
+        turns = [t["state"] for t in peer.eval("(root) => root.__webrtc.turns")]
         peer.stop()
 
+    # The page showed each turn's state from ReplyOnPause's turn events, in order.
+    cycle = ["listening", "thinking", "speaking", "waiting"]
+    assert turns[:8] == cycle * 2, turns
     rate = audio.rate
     end_s = len(audio.remote) / rate
     said = utterances(audio, after_sample=audio.sample_at(session["connectedAt"]))

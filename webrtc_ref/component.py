@@ -550,6 +550,14 @@ class WebRTC(gr.HTML):
         origin = self._origin
         return origin._server if origin is not None else self._server
 
+    def close(self, webrtc_id: str, message: str | None = None) -> bool:
+        """Hang up the live connection ``webrtc_id`` of this component's stream (any
+        thread; never blocks): the browser is told ``end_stream`` with reason
+        ``"server_closed"`` and ``message``. False when there is no such connection
+        (or no stream yet). See :meth:`StreamServer.close`."""
+        stream_server = self.stream_server
+        return stream_server.close(webrtc_id, message) if stream_server is not None else False
+
     # -- signalling -----------------------------------------------------------------
     @server
     async def offer(self, body: Any, request: gr.Request | None = None) -> dict[str, Any]:

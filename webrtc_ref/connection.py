@@ -1,7 +1,8 @@
 """One peer: its RTCPeerConnection, data channel, runner, tracks and lifecycle.
 
 Every exit (client stop message or close, ICE failure, connect timeout, time limit, user
-error, handler finished, server shutdown) goes through :meth:`Connection.close`, which is
+error, handler finished, the handler's ``CloseStream``, ``StreamServer.close``, server
+shutdown) goes through :meth:`Connection.close`, which is
 idempotent: it tells the workers to stop (and gives running user calls a moment, so what
 they produced is sent first), tells the browser why (``end_stream``), stops the runner
 (the handler's ``shutdown`` runs exactly once), closes the peer connection, drops its
@@ -35,7 +36,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from webrtc_ref import jitter
 from webrtc_ref.drops import DropCounter
 from webrtc_ref.errors import new_error_id, public_message
-from webrtc_ref.handlers import StreamHandler
+from webrtc_ref.handlers import StreamHandler, VideoStreamHandler, encode_message
 from webrtc_ref.jitter import AdaptiveJitterBuffer, JitterBufferChoice
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.runner import GeneratorRunner, HandlerRunner, Runner, VideoRunner
@@ -56,6 +57,8 @@ CLOSE_REASONS = (
     "server_shutdown",
     "superseded",
     "invalid_offer",
+    "handler_closed",
+    "server_closed",
 )
 
 
@@ -70,6 +73,9 @@ MAX_PENDING_MESSAGES = 256
 GOODBYE_WAIT = 0.5
 #: Seconds close waits for the runner to stop (``shutdown()`` included) before going on.
 SHUTDOWN_WAIT = 5.0
+#: After a ``CloseStream``: seconds beyond the queued audio's own length that the
+#: connection waits for it to be sent before closing anyway.
+CLOSE_STREAM_SLACK = 2.0
 
 
 def _never() -> bool:
@@ -144,6 +150,8 @@ class Connection:
         self._on_closed = on_closed
         self._on_connected = on_connected
         self._loop = asyncio.get_running_loop()
+        #: The event loop this connection lives on (the server's).
+        self.loop = self._loop
         self.pc = RTCPeerConnection(_ice_configuration(spec.ice_servers))
         self.outputs = OutputQueue(tag=self.tag)
         self.channel: RTCDataChannel | None = None
@@ -168,6 +176,8 @@ class Connection:
         #: The inbound audio's adaptive jitter buffer (``jitter_buffer="adaptive"``), once
         #: the track arrived; closed but readable (``stats()``) after the connection ends.
         self.jitter_buffer: AdaptiveJitterBuffer | None = None
+        #: The message of the handler's ``CloseStream``, once it asked to end the stream.
+        self._ending: str | None = None
         self.runner: Runner = self._make_runner(handler)
 
     # -- setup -----------------------------------------------------------------------
@@ -200,7 +210,15 @@ class Connection:
             return HandlerRunner(handler, self, self.out_track)
         assert self.out_track is None or isinstance(self.out_track, OutboundVideoTrack)
         assert not isinstance(spec.handler, StreamHandler)
-        return VideoRunner(spec.handler, self, self.out_track, has_inputs=spec.has_inputs)
+        options = spec.handler if isinstance(spec.handler, VideoStreamHandler) else None
+        return VideoRunner(
+            options.callable if options is not None else spec.handler,
+            self,
+            self.out_track,
+            has_inputs=spec.has_inputs,
+            skip_frames=options.skip_frames if options is not None else True,
+            fps=spec.video_fps,
+        )
 
     async def accept(self, offer: Offer) -> str:
         """Apply the offer, start the runtime and return the answer SDP (ICE gathered)."""
@@ -306,6 +324,8 @@ class Connection:
             self.connected_at = time.monotonic()
             if self._on_connected is not None:
                 self._on_connected(self)
+            if self._ending is not None:
+                self._play_out_and_close()
             if self.spec.time_limit is not None:
                 self._timers.append(
                     self._loop.call_later(
@@ -325,14 +345,43 @@ class Connection:
             self._spawn(self.close("connect_timeout"))
 
     def _on_out_track_ended(self) -> None:
-        if self.spec.mode == "receive" and not self._closing:
-            self._spawn(self._finish())
+        if self._closing:
+            return
+        if self._ending is not None:
+            self._spawn(self._finish("handler_closed", self._ending))
+        elif self.spec.mode == "receive":
+            self._spawn(self._finish("handler_finished", None))
 
-    async def _finish(self) -> None:
-        """The generator is done and its last frame sent: let the browser's jitter
+    async def _finish(self, reason: str, message: str | None) -> None:
+        """The handler is done and its last frame sent: let the browser's jitter
         buffer play it out before saying goodbye."""
         await asyncio.sleep(FINISH_GRACE)
-        await self.close("handler_finished")
+        await self.close(reason, message)
+
+    def _handler_closed(self, message: str) -> None:
+        """``CloseStream`` (event loop): once connected, end the outbound track after
+        what is queued, then close (at once when no media goes out)."""
+        if self._closing or self._ending is not None:
+            return
+        self._ending = message
+        if self.connected_at is not None:
+            self._play_out_and_close()
+        # else: _on_connection_state does it on connecting (connect_timeout still applies)
+
+    def _play_out_and_close(self) -> None:
+        message = self._ending or ""
+        track = self.out_track
+        if track is None or track.readyState != "live":
+            self._spawn(self.close("handler_closed", message))
+            return
+        queued_s = self.queued_audio_frames * 0.02
+        track.finish()
+        self._timers.append(
+            self._loop.call_later(
+                queued_s + FINISH_GRACE + CLOSE_STREAM_SLACK,
+                lambda: self._spawn(self.close("handler_closed", message)),
+            )
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -374,8 +423,14 @@ class Connection:
     def request_inputs(self) -> None:
         self._post("tick")
 
-    def send_message(self, message: dict[str, Any]) -> None:
-        self._post(json.dumps(message, default=str))
+    def send_message(self, message: str | dict[str, Any]) -> None:
+        self._post(encode_message(message))
+
+    def close_stream(self, message: str) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._handler_closed, message)
+        except RuntimeError:  # loop closed at interpreter exit
+            pass
 
     def clear_output(self) -> None:
         if isinstance(self.out_track, OutboundAudioTrack):
@@ -533,6 +588,7 @@ class Connection:
         payload: dict[str, Any] = {"type": "end_stream", "reason": reason}
         if message:
             payload["message"] = message
+            payload["data"] = message  # the field fastrtc's clients read
         sent = self._loop.create_future()
 
         def drained() -> None:

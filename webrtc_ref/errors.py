@@ -9,8 +9,11 @@ or tokens, so by default they stay on the server.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import sys
+
+from webrtc_ref.context import current_context_or_none
 
 
 def new_error_id() -> str:
@@ -18,8 +21,48 @@ def new_error_id() -> str:
     return secrets.token_hex(4)
 
 
+class WebRTCError(Exception):
+    """An error meant for the app's users: raised or yielded by handler code, its message
+    is shown in the browser as written (whatever ``show_error`` says), and the stream ends
+    (``end_stream`` with reason ``"error"``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = str(message)
+
+
+class Warning(builtins.Exception):
+    """A warning for the app's users; the stream goes on.
+
+    Creating one in handler code shows ``message`` in the browser at once
+    (``{"type": "warning", "message": ...}``); it may also be yielded, returned or raised
+    from handler code (shown once; a raised one ends only the call that raised it, the
+    stream goes on). Outside handler code, creating one sends nothing.
+    """
+
+    def __init__(self, message: str = "Warning issued.") -> None:
+        super().__init__(message)
+        self.message = str(message)
+        self.sent = False
+        context = current_context_or_none()
+        if context is not None:
+            self.sent = True
+            context.send_message({"type": "warning", "message": self.message})
+
+
+def warning_message(warning: Warning) -> dict[str, str] | None:
+    """The browser message for ``warning``, or ``None`` if it was shown already."""
+    if warning.sent:
+        return None
+    warning.sent = True
+    return {"type": "warning", "message": warning.message}
+
+
 def is_user_facing(exc: BaseException) -> bool:
-    """True for exceptions whose text is written for the app's users (``gr.Error``)."""
+    """True for exceptions whose text is written for the app's users (``gr.Error``,
+    :class:`WebRTCError`)."""
+    if isinstance(exc, WebRTCError):
+        return True
     exceptions = sys.modules.get("gradio.exceptions")
     error = getattr(exceptions, "Error", None) if exceptions is not None else None
     return isinstance(error, type) and isinstance(exc, error)

@@ -30,8 +30,9 @@ import fractions
 import av
 import numpy as np
 
+from webrtc_ref.errors import Warning, WebRTCError
 from webrtc_ref.handlers import LAYOUTS, AudioLayout
-from webrtc_ref.outputs import AdditionalOutputs
+from webrtc_ref.outputs import AdditionalOutputs, CloseStream
 
 __all__ = [
     "AUDIO_FRAME_MS",
@@ -473,42 +474,45 @@ def array_to_video_frame(array: object) -> av.VideoFrame:
 # --------------------------------------------------------------------------- outputs
 
 
-def split_output(item: object) -> tuple[object | None, AdditionalOutputs | None]:
-    """Separate media from additional outputs in one handler output.
+def split_output(item: object) -> tuple[object | None, object | None]:
+    """Separate media from what goes beside it in one handler output.
 
-    Values meant for other components are never sent as media, and media beside them is
-    not dropped.
+    The "extras" are :class:`AdditionalOutputs` (values for other components),
+    :class:`~webrtc_ref.outputs.CloseStream` and the user-facing
+    :class:`~webrtc_ref.errors.Warning` / :class:`~webrtc_ref.errors.WebRTCError`. Values
+    meant for other components are never sent as media, and media beside them is not
+    dropped.
 
     - ``None`` -> ``(None, None)``
-    - ``AdditionalOutputs`` -> ``(None, ao)``
-    - ``(media, AdditionalOutputs)`` (a 2-tuple whose last element is one) -> ``(media, ao)``
+    - an extra -> ``(None, extra)``
+    - ``(media, extra)`` (a 2-tuple whose last element is one) -> ``(media, extra)``
     - anything else -> ``(item, None)``; an audio chunk ``(rate, array)`` is media.
 
-    The media part is not validated here. A tuple or list holding an ``AdditionalOutputs``
-    anywhere else (``(ao, frame)``, ``(rate, ao, array)``, ``(rate, array, ao)``,
-    ``[frame, ao]``, ``(ao, ao)``) raises :class:`FrameContractError`.
+    The media part is not validated here. A tuple or list holding an extra anywhere else
+    (``(ao, frame)``, ``(rate, ao, array)``, ``(rate, array, ao)``, ``[frame, ao]``,
+    ``(ao, ao)``) raises :class:`FrameContractError`.
     """
     if item is None:
         return None, None
-    if isinstance(item, AdditionalOutputs):
+    if isinstance(item, _EXTRAS):
         return None, item
     expected = "media, AdditionalOutputs(...) or (media, AdditionalOutputs(...))"
     if isinstance(item, tuple):
-        if (
-            len(item) == 2
-            and isinstance(item[1], AdditionalOutputs)
-            and not isinstance(item[0], AdditionalOutputs)
-        ):
+        if len(item) == 2 and isinstance(item[1], _EXTRAS) and not isinstance(item[0], _EXTRAS):
             return item[0], item[1]
-        positions = [i for i, x in enumerate(item) if isinstance(x, AdditionalOutputs)]
+        positions = [i for i, x in enumerate(item) if isinstance(x, _EXTRAS)]
         if positions:
+            names = sorted({type(item[i]).__name__ for i in positions})
             raise FrameContractError(
                 f"handler output must be {expected}; got a tuple of length {len(item)} "
-                f"with AdditionalOutputs at position(s) {positions}"
+                f"with {'/'.join(names)} at position(s) {positions}"
             )
-    elif isinstance(item, list) and any(isinstance(x, AdditionalOutputs) for x in item):
+    elif isinstance(item, list) and any(isinstance(x, _EXTRAS) for x in item):
         raise FrameContractError(
             f"handler output must be {expected}; got a list containing AdditionalOutputs "
             "(use a tuple)"
         )
     return item, None
+
+
+_EXTRAS = (AdditionalOutputs, CloseStream, Warning, WebRTCError)

@@ -42,6 +42,26 @@ class AdditionalOutputs:
     __hash__ = None  # type: ignore[assignment]
 
 
+class CloseStream:
+    """Yielded or returned by handler code to end the stream: what was produced before it
+    is sent (queued audio is played out), then the browser is told ``end_stream`` with
+    reason ``"handler_closed"`` and ``msg``, and the connection closes.
+
+    It may also stand beside media, as ``(frame, CloseStream(...))``: the frame is sent
+    first.
+    """
+
+    __slots__ = ("msg",)
+
+    def __init__(self, msg: str = "Stream closed") -> None:
+        if not isinstance(msg, str):
+            raise TypeError(f"CloseStream(msg) takes a str, got {type(msg).__name__}")
+        self.msg = msg
+
+    def __repr__(self) -> str:
+        return f"CloseStream({self.msg!r})"
+
+
 #: Additional outputs one connection may hold for the browser before the oldest are dropped.
 MAX_QUEUED_OUTPUTS = 1000
 

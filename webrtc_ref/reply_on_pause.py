@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
+from webrtc_ref.errors import Warning, WebRTCError, warning_message
 from webrtc_ref.handlers import AudioLayout, StreamHandler
 from webrtc_ref.pause_detection import (
     MonoResampler,
@@ -179,14 +180,15 @@ class TurnInfo:
         index: 0 for the connection's first turn, then 1, 2, ...
         start_s / end_s: the utterance handed to ``fn``.
         decided_at_s: the end of the input frame whose arrival ended the turn.
-        reason: ``"pause"`` or ``"max_speech"`` (``max_continuous_speech_s`` reached).
+        reason: ``"pause"``, ``"max_speech"`` (``max_continuous_speech_s`` reached) or
+            ``"trigger"`` (``trigger_response()``).
     """
 
     index: int
     start_s: float
     end_s: float
     decided_at_s: float
-    reason: Literal["pause", "max_speech"]
+    reason: Literal["pause", "max_speech", "trigger"]
 
     @property
     def duration_s(self) -> float:
@@ -440,6 +442,28 @@ def _takes_extra_inputs(fn: Callable[..., Any]) -> bool:
     return len(positional) > 1 or var
 
 
+def _takes_any_inputs(fn: Callable[..., Any]) -> bool:
+    """True if ``fn`` has positional parameters (or ``*args``): a ``startup_fn`` that
+    does is called with the stream's other inputs."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.kind
+        in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.VAR_POSITIONAL,
+        )
+        for p in sig.parameters.values()
+    )
+
+
+#: The data-channel ``log`` messages ReplyOnPause sends (docs/protocol.md), in a turn's order.
+TURN_EVENTS = ("started_talking", "pause_detected", "response_starting", "response_finished")
+
+
 def is_async_callable(fn: Any) -> bool:
     """True if calling ``fn`` gives an async generator or a coroutine.
 
@@ -603,6 +627,24 @@ class ReplyOnPause(StreamHandler):
             received while replying is ignored, as in gradio_webrtc.
         args_timeout: seconds to wait for the other inputs after asking for them; on expiry
             the turn fails with an error message instead of hanging.
+        startup_fn: called once when the stream starts (``start_up``), with the stream's
+            other inputs if it takes positional parameters; what it returns or yields is
+            streamed like a reply (a greeting), and speech interrupts it as it would a
+            reply. ``ReplyOnPause(fn, startup_fn)`` (positional, as some apps write it)
+            works too.
+
+    Turn events: the browser is sent ``{"type": "log", "data": EVENT}`` for each of
+    :data:`TURN_EVENTS`: ``started_talking`` when speech starts, ``pause_detected`` when
+    the turn ends, ``response_starting`` when ``fn``'s reply begins and
+    ``response_finished`` when it ended (done, interrupted or failed).
+
+    ``trigger_response()`` starts a turn now, with the audio received since the user
+    started talking (an empty ``(1, 0)`` array if they did not); ``reset()`` drops the
+    audio heard so far and any reply in progress.
+
+    Raising or yielding :class:`~webrtc_ref.errors.Warning` from ``fn`` shows it (a raised
+    one ends the turn); a :class:`~webrtc_ref.errors.WebRTCError` is shown and ends the
+    stream; ``CloseStream`` ends the stream after the reply audio before it.
 
     Errors in ``fn`` end the turn: they are logged with their traceback and sent to the
     browser as ``{"type": "error", "message": "<ExcType>: <message>"}``; the next turn works.
@@ -627,10 +669,23 @@ class ReplyOnPause(StreamHandler):
         model: PauseDetectionModel | None = None,
         can_interrupt: bool = False,
         args_timeout: float = 5.0,
+        startup_fn: Callable[..., Any] | None = None,
     ) -> None:
+        if callable(algo_options) and not isinstance(algo_options, AlgoOptions):
+            # fastrtc's positional order: ReplyOnPause(fn, startup_fn, algo_options,
+            # model_options, can_interrupt, ...); the first three are taken that way.
+            if startup_fn is not None:
+                raise TypeError("startup_fn was given twice (second positional and keyword)")
+            startup_fn = algo_options
+            algo_options = model_options  # type: ignore[assignment]
+            model_options = None if isinstance(expected_layout, str) else expected_layout
+            if not isinstance(expected_layout, str):
+                expected_layout = "mono"
         super().__init__(expected_layout, output_sample_rate, output_frame_size, input_sample_rate)
         if not callable(fn):
             raise TypeError(f"fn must be callable (a (async) generator function), got {fn!r}")
+        if startup_fn is not None and not callable(startup_fn):
+            raise TypeError(f"startup_fn must be callable or None, got {startup_fn!r}")
         if algo_options is None:
             algo_options = AlgoOptions()
         elif not isinstance(algo_options, AlgoOptions):
@@ -669,6 +724,7 @@ class ReplyOnPause(StreamHandler):
             )
 
         self.fn = fn
+        self.startup_fn = startup_fn
         self.algo_options = algo_options
         self.model_options = model_options
         self.model = model
@@ -711,6 +767,7 @@ class ReplyOnPause(StreamHandler):
             model=self.model,
             can_interrupt=self.can_interrupt,
             args_timeout=self.args_timeout,
+            startup_fn=self.startup_fn,
         )
 
     def set_args(self, args: list[Any]) -> None:
@@ -718,6 +775,92 @@ class ReplyOnPause(StreamHandler):
         super().set_args(args)
         with self._cond:
             self._cond.notify_all()
+
+    @property
+    def has_start_up(self) -> bool:
+        """Whether ``start_up`` has work (a ``startup_fn``); the runtime skips it if not."""
+        return self.startup_fn is not None
+
+    def start_up(self) -> None:
+        """Stream ``startup_fn``'s output once, as a reply (start-up worker; may block
+        while it waits for the inputs)."""
+        startup_fn = self.startup_fn
+        if startup_fn is None:
+            return
+        args: list[Any] = []
+        if _takes_any_inputs(startup_fn):
+            if not self.wait_for_args(self.args_timeout):
+                raise TimeoutError(
+                    f"the stream's other inputs did not arrive within {self.args_timeout:g} s; "
+                    "startup_fn was not called"
+                )
+            args = list(self.latest_args[1:]) if isinstance(self.latest_args, list) else []
+        with self._cond:
+            if self._closed:
+                return
+            generation = self._generation
+        reply = _Reply(startup_fn(*args), generation, self._event_loop)
+        with self._cond:
+            accepted = (
+                not self._closed
+                and self._generation == generation
+                and self._phase is _Phase.LISTENING
+                and self._reply is None
+            )
+            if accepted:
+                self._reply = reply
+                self._phase = _Phase.REPLYING
+                self._cond.notify_all()
+        if accepted:
+            self._log_turn("response_starting")
+        else:
+            reply.close()  # the user spoke first, or the stream ended
+
+    def trigger_response(self) -> None:
+        """Start a turn now, without waiting for a pause (any thread), with the audio
+        heard since the user started talking (empty if they did not). Does nothing while
+        a turn is pending or a reply is playing."""
+        with self._cond:
+            if self._closed or self._phase is not _Phase.LISTENING:
+                return
+            rate = self._frame_rate or self.input_sample_rate
+            detector = self._detector
+            start = self._samples_in
+            if detector is not None and detector.talking:
+                start = int(getattr(detector, "_utt_start", self._samples_in))
+            audio = self._extract(start, self._samples_in)
+            info = TurnInfo(
+                index=self._turn_count,
+                start_s=start / rate,
+                end_s=self._samples_in / rate,
+                decided_at_s=self._samples_in / rate,
+                reason="trigger",
+            )
+            self._turn_count += 1
+            self.last_turn = info
+            self._generation += 1
+            self._turn = _Turn(audio, info, self._generation)
+            self._phase = _Phase.PENDING
+            self._detector_stale = True  # the utterance in progress is this turn's
+            self._frames.clear()
+            self._cond.notify_all()
+
+    def reset(self) -> None:
+        """Drop the audio heard so far and any pending or playing reply; forget the
+        inputs (any thread)."""
+        super().reset()
+        actions: list[Callable[[], None]] = []
+        with self._cond:
+            if self._phase is not _Phase.LISTENING:
+                self._interrupt_locked(actions)
+            self._frames.clear()
+            self._detector_stale = True
+        for action in actions:
+            action()
+
+    def _log_turn(self, event: str) -> None:
+        """Tell the browser of a turn event (:data:`TURN_EVENTS`); never blocks."""
+        self.send_message({"type": "log", "data": event})
 
     @property
     def state(self) -> str:
@@ -806,7 +949,9 @@ class ReplyOnPause(StreamHandler):
         if isinstance(event, _SpeechStarted):
             if self._phase is not _Phase.LISTENING and self.can_interrupt:
                 self._interrupt_locked(actions)
+            actions.append(lambda: self._log_turn("started_talking"))
             return
+        actions.append(lambda: self._log_turn("pause_detected"))
         if self._phase is not _Phase.LISTENING:  # cannot happen: speech start came first
             self._interrupt_locked(actions)
         if event.refine:
@@ -842,6 +987,7 @@ class ReplyOnPause(StreamHandler):
         reply = self._reply
         if reply is not None:
             actions.append(reply.cancel)
+            actions.append(lambda: self._log_turn("response_finished"))
         actions.append(self.clear_output)
         logger.debug("barge-in: reply interrupted")
         self._cond.notify_all()
@@ -970,11 +1116,14 @@ class ReplyOnPause(StreamHandler):
             return None
         if error is not None:
             self._fail_locked(error, turn.generation)
+            if isinstance(error, WebRTCError):
+                raise error  # shown as written; the stream ends
             return None
         assert reply is not None
         if reply.generation != self._generation:
             self._drop_reply_locked()
             return None
+        self._log_turn("response_starting")
         return self._step_locked(reply)
 
     def _step_locked(self, reply: _Reply) -> Any:
@@ -1000,9 +1149,12 @@ class ReplyOnPause(StreamHandler):
             return None
         if error is not None:
             self._fail_locked(error, reply.generation)
+            if isinstance(error, WebRTCError):
+                raise error  # shown as written; the stream ends
             return None
         if done:
             self._reply = None
+            self._log_turn("response_finished")
             self._finish_turn_locked()
             if self._loop is not None:
                 self._unlocked(self._close_loop)  # one private loop per reply, never leaked
@@ -1055,10 +1207,15 @@ class ReplyOnPause(StreamHandler):
         def work() -> None:
             if reply is not None:
                 reply.close()
+                self._log_turn("response_finished")
             self._close_loop()
             if ours:
                 self.send_message({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
-            else:
+            elif isinstance(exc, Warning):
+                message = warning_message(exc)
+                if message is not None:
+                    self.send_message(message)
+            elif not isinstance(exc, WebRTCError):  # that one the runtime reports
                 self._report_error("ReplyOnPause fn; the turn is dropped", exc)
 
         self._unlocked(work)

@@ -16,6 +16,13 @@ Three runners adapt the three kinds of stream functions to one small interface
   what it yields into the outbound track with back-pressure; ``StopIteration`` or a
   yielded ``None`` ends the stream after the queued media has been sent.
 
+What user code yields, returns or raises besides media (:func:`Runner._dispatch`):
+``AdditionalOutputs`` are queued for the browser; a ``Warning`` is shown and the stream
+goes on (also when raised); a ``WebRTCError`` is shown as written and ends the stream;
+``CloseStream`` ends the stream after what was produced before it has been sent.
+Every worker runs with the connection's :class:`~webrtc_ref.context.Context` set
+(:func:`~webrtc_ref.context.get_current_context`).
+
 Every user exception goes to ``hooks.user_error`` (logged with its traceback, reported
 to the browser, connection closed); ``stop`` ends the threads and calls the handler's
 ``shutdown`` exactly once.
@@ -45,7 +52,9 @@ from typing import Any, Literal, Protocol
 import av
 import numpy as np
 
+from webrtc_ref.context import Context, bound
 from webrtc_ref.drops import DropCounter
+from webrtc_ref.errors import Warning, WebRTCError, warning_message
 from webrtc_ref.frames import (
     AudioInputConverter,
     AudioOutputFramer,
@@ -54,8 +63,8 @@ from webrtc_ref.frames import (
     split_output,
     video_frame_to_array,
 )
-from webrtc_ref.handlers import StreamHandler
-from webrtc_ref.outputs import AdditionalOutputs
+from webrtc_ref.handlers import StreamHandler, overrides_start_up
+from webrtc_ref.outputs import AdditionalOutputs, CloseStream
 from webrtc_ref.tracks import OutboundAudioTrack, OutboundVideoTrack
 
 log = logging.getLogger("webrtc_ref.runner")
@@ -115,14 +124,18 @@ class RuntimeHooks(Protocol):
     def request_inputs(self) -> None:
         """Ask the browser for the inputs' current values (data channel ``"tick"``)."""
 
-    def send_message(self, message: dict[str, Any]) -> None:
-        """Send a JSON message to the browser."""
+    def send_message(self, message: str | dict[str, Any]) -> None:
+        """Send a message to the browser (a dict as JSON)."""
 
     def clear_output(self) -> None:
         """Drop output audio emitted but not yet sent."""
 
     def additional_outputs(self, outputs: AdditionalOutputs) -> None:
         """Queue additional outputs and tell the browser (``"change"``)."""
+
+    def close_stream(self, message: str) -> None:
+        """The handler ended the stream (``CloseStream``): once the media already handed
+        over has been sent, tell the browser and close the connection."""
 
     def user_error(self, where: str, exc: BaseException) -> None:
         """User code raised: log, report to the browser, close this connection."""
@@ -142,13 +155,16 @@ class _Detached:
     def request_inputs(self) -> None:
         pass
 
-    def send_message(self, message: dict[str, Any]) -> None:
+    def send_message(self, message: str | dict[str, Any]) -> None:
         pass
 
     def clear_output(self) -> None:
         pass
 
     def additional_outputs(self, outputs: AdditionalOutputs) -> None:
+        pass
+
+    def close_stream(self, message: str) -> None:
         pass
 
     def user_error(self, where: str, exc: BaseException) -> None:
@@ -168,6 +184,10 @@ class Runner(ABC):
         self._stop_lock = threading.Lock()
         #: Workers of this runner left in user code after ``stop`` (see StuckWorkers).
         self.stuck: list[threading.Thread] = []
+        #: What ``get_current_context()`` returns in this runner's workers.
+        self.context = Context(hooks.webrtc_id, lambda: self.hooks)
+        #: The message of the ``CloseStream`` user code produced, once it did.
+        self.close_message: str | None = None
 
     @abstractmethod
     def start(self) -> None:
@@ -190,7 +210,8 @@ class Runner(ABC):
     def _guard(self, target: Callable[[], None], where: str) -> Callable[[], None]:
         def run() -> None:
             try:
-                target()
+                with bound(self.context):
+                    target()
             except BaseException as exc:
                 if not self._stopping.is_set():
                     self.hooks.user_error(where, exc)
@@ -240,7 +261,8 @@ class Runner(ABC):
         current = threading.current_thread()
         others = [t for t in self._threads if t is not current]
         try:
-            self._shutdown_user_code()
+            with bound(self.context):
+                self._shutdown_user_code()
         finally:
             self._unblock()
             deadline = time.monotonic() + STOP_GRACE
@@ -284,6 +306,36 @@ class Runner(ABC):
 
     def _unblock(self) -> None:
         """Best effort to release a worker blocked in user code."""
+
+    # -- what user code produces besides media ---------------------------------------
+    def _dispatch(self, item: Any) -> Any:
+        """Handle what goes beside media in one output of user code; return the media
+        (or ``None``). Raises the ``WebRTCError`` it carries (the stream then ends)."""
+        media, extra = split_output(item)
+        if extra is None:
+            return media
+        if isinstance(extra, AdditionalOutputs):
+            self.hooks.additional_outputs(extra)
+        elif isinstance(extra, CloseStream):
+            if self.close_message is None:
+                self.close_message = extra.msg
+        elif isinstance(extra, Warning):
+            self._warn(extra)
+        elif isinstance(extra, WebRTCError):
+            raise extra
+        return media
+
+    def _warn(self, warning: Warning) -> None:
+        """Show ``warning`` in the browser (once); the stream goes on."""
+        message = warning_message(warning)
+        if message is not None:
+            self.hooks.send_message(message)
+
+    def _end_stream(self) -> None:
+        """After a ``CloseStream``: no more user calls; the connection closes once the
+        media handed over has been sent."""
+        self._stopping.set()
+        self.hooks.close_stream(self.close_message or "")
 
     @property
     def alive_threads(self) -> int:
@@ -524,14 +576,6 @@ class _AudioSink:
                 return
 
 
-def _deliver_outputs(hooks: RuntimeHooks, item: Any) -> Any:
-    """Split a handler result; queue its additional outputs; return its media (or None)."""
-    media, outputs = split_output(item)
-    if outputs is not None:
-        hooks.additional_outputs(outputs)
-    return media
-
-
 class HandlerRunner(Runner):
     """Drives one ``StreamHandler`` copy (see the module docstring)."""
 
@@ -577,6 +621,8 @@ class HandlerRunner(Runner):
         else:
             self._spawn(self._receive_loop, "receive")
             self._spawn(self._emit_loop, "emit")
+            if overrides_start_up(self.handler):
+                self._spawn(self._start_up, "start-up")
 
     def deliver(self, item: Any) -> None:
         self._backlog.put(item)
@@ -596,19 +642,32 @@ class HandlerRunner(Runner):
         )
 
     # -- sync handlers -------------------------------------------------------------
+    def _start_up(self) -> None:
+        try:
+            self.handler.start_up()
+        except Warning as warning:
+            self._warn(warning)
+
     def _receive_loop(self) -> None:
         while True:
             frame = self._backlog.take(self._stopping)
             if frame is None:
                 return
             for block in self._converter.convert(frame):
-                self.handler.receive(block)
+                try:
+                    self.handler.receive(block)
+                except Warning as warning:
+                    self._warn(warning)
                 self.receive_calls += 1
             self._wakeup.ring()
 
     def _emit_loop(self) -> None:
         while not self._stopping.is_set():
-            item = self.handler.emit()
+            try:
+                item = self.handler.emit()
+            except Warning as warning:
+                self._warn(warning)
+                item = None
             self.emit_calls += 1
             if self._stopping.is_set():
                 return
@@ -617,9 +676,13 @@ class HandlerRunner(Runner):
                 self._wakeup.wait(FRAME_PERIOD)
                 continue
             self._handle(item)
+            if self.close_message is not None:
+                self._sink.flush()
+                self._end_stream()
+                return
 
     def _handle(self, item: Any) -> None:
-        media = _deliver_outputs(self.hooks, item)
+        media = self._dispatch(item)
         if media is not None:
             self._sink.push(media)
 
@@ -638,6 +701,8 @@ class HandlerRunner(Runner):
             asyncio.ensure_future(self._areceive()),
             asyncio.ensure_future(self._aemit()),
         ]
+        if overrides_start_up(self.handler):
+            tasks.append(asyncio.ensure_future(self._astart_up()))
         self._async_tasks = tasks
         if self._stopping.is_set():
             for task in tasks:
@@ -658,18 +723,33 @@ class HandlerRunner(Runner):
             if frame is None:
                 return
             for block in self._converter.convert(frame):
-                result = self.handler.receive(block)
-                if inspect.isawaitable(result):
-                    await result
+                try:
+                    result = self.handler.receive(block)
+                    if inspect.isawaitable(result):
+                        await result
+                except Warning as warning:
+                    self._warn(warning)
                 self.receive_calls += 1
             self._async_wakeup.set()
+
+    async def _astart_up(self) -> None:
+        try:
+            result = self.handler.start_up()
+            if inspect.isawaitable(result):
+                await result
+        except Warning as warning:
+            self._warn(warning)
 
     async def _aemit(self) -> None:
         assert self._async_wakeup is not None
         while not self._stopping.is_set():
-            item = self.handler.emit()
-            if inspect.isawaitable(item):
-                item = await item
+            try:
+                item = self.handler.emit()
+                if inspect.isawaitable(item):
+                    item = await item
+            except Warning as warning:
+                self._warn(warning)
+                item = None
             self.emit_calls += 1
             if item is None:
                 self._sink.idle()
@@ -679,9 +759,13 @@ class HandlerRunner(Runner):
                     pass
                 self._async_wakeup.clear()
                 continue
-            media = _deliver_outputs(self.hooks, item)
+            media = self._dispatch(item)
             if media is not None:
                 await asyncio.to_thread(self._sink.push, media)
+            if self.close_message is not None:
+                await asyncio.to_thread(self._sink.flush)
+                self._end_stream()
+                return
 
     # -- lifecycle -----------------------------------------------------------------
     def _wake(self) -> None:
@@ -757,15 +841,20 @@ class VideoRunner(Runner):
         video_out: OutboundVideoTrack | None,
         *,
         has_inputs: bool,
+        skip_frames: bool = True,
+        fps: float = 30.0,
     ) -> None:
         super().__init__(hooks)
         self.fn = fn
         self._out = video_out
+        self._skip_frames = skip_frames
         self._backlog = _InputBacklog(
-            2,
+            2 if skip_frames else max(2, round(fps)),
             DropCounter(
                 log,
-                "stale video frames (the function is slower than the camera; newest wins)",
+                "stale video frames (the function is slower than the camera; newest wins)"
+                if skip_frames
+                else "video frames (the function fell more than a second behind the camera)",
                 hooks.tag,
                 level=logging.DEBUG,
             ),
@@ -803,7 +892,7 @@ class VideoRunner(Runner):
         private = _PrivateLoop()
         try:
             while True:
-                frame = self._backlog.take(self._stopping, newest_only=True)
+                frame = self._backlog.take(self._stopping, newest_only=self._skip_frames)
                 if frame is None:
                     return
                 inputs = self._inputs
@@ -811,17 +900,23 @@ class VideoRunner(Runner):
                     if self._out is not None:
                         self._out.push(frame)
                     continue
-                result = self.fn(video_frame_to_array(frame), *inputs)
-                if inspect.isawaitable(result):
-                    result = private.run(result)
-                self.calls += 1
-                media = _deliver_outputs(self.hooks, result)
-                if media is None or self._out is None:
+                try:
+                    result = self.fn(video_frame_to_array(frame), *inputs)
+                    if inspect.isawaitable(result):
+                        result = private.run(result)
+                except Warning as warning:
+                    self._warn(warning)
                     continue
-                out = array_to_video_frame(media)
-                out.pts = frame.pts
-                out.time_base = frame.time_base
-                self._out.push(out)
+                self.calls += 1
+                media = self._dispatch(result)
+                if media is not None and self._out is not None:
+                    out = array_to_video_frame(media)
+                    out.pts = frame.pts
+                    out.time_base = frame.time_base
+                    self._out.push(out)
+                if self.close_message is not None:
+                    self._end_stream()
+                    return
         finally:
             private.close()
 
@@ -884,47 +979,57 @@ class GeneratorRunner(Runner):
         produced = self.fn(*self._inputs)
         private = _PrivateLoop()
         try:
-            if inspect.isasyncgen(produced):
-                while not self._stopping.is_set():
-                    try:
-                        item = private.run(produced.__anext__())
-                    except StopAsyncIteration:
-                        break
-                    if not self._emit(item):
-                        break
-                private.run(produced.aclose())
-            elif inspect.isgenerator(produced) or hasattr(produced, "__next__"):
-                try:
-                    for item in produced:
-                        if self._stopping.is_set() or not self._emit(item):
-                            break
-                finally:
-                    close = getattr(produced, "close", None)
-                    if close is not None:
-                        close()
-            else:
-                raise FrameContractError(
-                    "a receive-mode stream function must be a generator (use 'yield'); "
-                    f"got a call returning {type(produced).__name__}"
-                )
+            try:
+                self._drain(produced, private)
+            except Warning as warning:  # raised by the generator: it has ended
+                self._warn(warning)
             if self._audio is not None and not self._stopping.is_set():
                 self._audio.flush()
                 # Trailing silence lets receivers that hold packets back (aiortc's
                 # jitter buffer keeps 4) play the last sound before the stream ends.
                 self._audio.push((OUTPUT_RATE, np.zeros((1, END_PADDING), np.int16)))
                 self._audio.flush()
+            if self.close_message is not None:
+                self._end_stream()
         finally:
             private.close()
             self._out.finish()
+
+    def _drain(self, produced: Any, private: _PrivateLoop) -> None:
+        """Send what the generator yields until it ends, yields None or CloseStream, or
+        the stream stops."""
+        if inspect.isasyncgen(produced):
+            while not self._stopping.is_set():
+                try:
+                    item = private.run(produced.__anext__())
+                except StopAsyncIteration:
+                    break
+                if not self._emit(item):
+                    break
+            private.run(produced.aclose())
+        elif inspect.isgenerator(produced) or hasattr(produced, "__next__"):
+            try:
+                for item in produced:
+                    if self._stopping.is_set() or not self._emit(item):
+                        break
+            finally:
+                close = getattr(produced, "close", None)
+                if close is not None:
+                    close()
+        else:
+            raise FrameContractError(
+                "a receive-mode stream function must be a generator (use 'yield'); "
+                f"got a call returning {type(produced).__name__}"
+            )
 
     def _emit(self, item: Any) -> bool:
         """Send one yielded item; False when the stream should end (a yielded None)."""
         if item is None:
             return False
         self.items += 1
-        media = _deliver_outputs(self.hooks, item)
+        media = self._dispatch(item)
         if media is None:
-            return True
+            return self.close_message is None
         if self._audio is not None:
             self._audio.push(media)
         else:
@@ -934,4 +1039,4 @@ class GeneratorRunner(Runner):
             while not out.push(frame, timeout=0.25):
                 if self._stopping.is_set():
                     return False
-        return True
+        return self.close_message is None

@@ -39,7 +39,7 @@ from aiortc.exceptions import InvalidStateError, OperationError
 from webrtc_ref import jitter, lifecycle
 from webrtc_ref.connection import DEFAULT_OUTPUT_BUFFER_S, Connection, StreamSpec
 from webrtc_ref.errors import new_error_id, public_message
-from webrtc_ref.handlers import StreamHandler
+from webrtc_ref.handlers import StreamHandler, VideoStreamHandler
 from webrtc_ref.jitter import JitterBufferChoice
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS, Registry
@@ -230,6 +230,10 @@ class StreamServer:
                     f"In the {mode} mode for audio, the event handler must be an instance of "
                     f"StreamHandler; got {type(handler).__name__}"
                 )
+        elif isinstance(handler, VideoStreamHandler) and modality != "video":
+            raise ValueError(
+                f"VideoStreamHandler is for modality='video'; this stream is {modality!r}"
+            )
         elif not callable(handler):
             raise ValueError(f"handler must be callable; got {type(handler).__name__}")
         _check_positive("time_limit", time_limit, allow_none=True)
@@ -253,6 +257,11 @@ class StreamServer:
             jitter_buffer=jitter_buffer,
             output_buffer_s=float(output_buffer_s),
             show_error=show_error or (lambda: False),
+            **(
+                {"video_fps": handler.fps}
+                if isinstance(handler, VideoStreamHandler) and modality == "video"
+                else {}
+            ),
         )
         self._registry: Registry[Connection] = Registry(
             concurrency_limit, max_pending_per_address=max_pending_per_address
@@ -488,11 +497,44 @@ class StreamServer:
         queue = self.outputs_of(webrtc_id, owner=owner)
         return queue.pop() if queue is not None else None
 
-    async def close(self, webrtc_id: str, reason: str = "server_shutdown") -> None:
-        """Close the connection ``webrtc_id`` (whichever session offered it)."""
+    async def close_connection(
+        self, webrtc_id: str, reason: str = "server_closed", message: str | None = None
+    ) -> bool:
+        """Close the connection ``webrtc_id`` (whichever session offered it) and wait
+        until it is closed; run on the server's loop. False if there is no such live
+        connection."""
         connection = self._registry.any_owner(webrtc_id)
-        if connection is not None:
-            await connection.close(reason)
+        if connection is None:
+            return False
+        await connection.close(reason, message)
+        return True
+
+    def close(self, webrtc_id: str, message: str | None = None) -> bool:
+        """Hang up the live connection ``webrtc_id``: the browser is told ``end_stream``
+        with reason ``"server_closed"`` (and ``message``), then the connection closes as
+        on any other exit. Any thread; never blocks (the closing runs on the server's
+        loop). Returns False when there is no such live connection.
+        """
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"message must be a str or None, got {type(message).__name__}")
+        connection = self._registry.any_owner(webrtc_id) if isinstance(webrtc_id, str) else None
+        if connection is None:
+            return False
+        loop = connection.loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        coro = connection.close("server_closed", message)
+        if running is loop:
+            self._spawn(coro)
+        else:
+            try:
+                asyncio.run_coroutine_threadsafe(coro, loop)
+            except RuntimeError:  # the server's loop is gone
+                coro.close()
+                return False
+        return True
 
     async def shutdown(self) -> None:
         """Close every connection (reason ``server_shutdown``) within ``shutdown_timeout``

@@ -295,9 +295,14 @@ async def replay_through_runtime(scenario: Any, *, offset_s: float = 0.0) -> Run
         def request_inputs(self) -> None:
             pass
 
-        def send_message(self, message: dict[str, Any]) -> None:
+        def send_message(self, message: str | dict[str, Any]) -> None:
+            if isinstance(message, str):
+                message = json.loads(message) if message.startswith("{") else {}
             if message.get("type") == "error":
                 errors.append(str(message.get("message")))
+
+        def close_stream(self, message: str) -> None:
+            pass
 
         def clear_output(self) -> None:
             track.clear()

@@ -40,7 +40,26 @@ const ui = {
   status: q(".wr-status"),
   warning: q(".wr-warning"),
   error: q(".wr-error"),
+  turn: q(".wr-turn"),
 };
+
+// ReplyOnPause's turn events (data-channel "log" messages) -> the turn state shown.
+const TURN_STATES = {
+  started_talking: ["listening", "Listening…"],
+  pause_detected: ["thinking", "Thinking…"],
+  response_starting: ["speaking", "Speaking…"],
+  response_finished: ["waiting", "Your turn."],
+};
+
+function setTurn(state, text) {
+  if (state) {
+    S.turns.push({ state, at: performance.now() });
+    if (S.turns.length > 200) S.turns.splice(0, S.turns.length - 200);
+  }
+  root.dataset.turn = state || "";
+  ui.turn.textContent = text || "";
+  ui.turn.hidden = !state;
+}
 
 const S = {
   state: "idle",
@@ -57,6 +76,7 @@ const S = {
   disconnectTimer: null,
   lastError: null,
   messages: [], // every data-channel message received (newest last, capped), for tests
+  turns: [], // turn states shown ({state, at: performance.now()}, capped), for tests
   triggerStarts: [], // receive mode: starts by one half of a trigger, awaiting the other
   starts: { total: 0, early: 0, confirmed: 0 }, // counts, for tests
 };
@@ -453,7 +473,9 @@ function onMessage(session, data) {
     return;
   }
   if (!isObject(msg)) return;
-  const text = typeof msg.message === "string" ? msg.message : msg.message === undefined ? "" : JSON.stringify(msg.message);
+  // webrtc_ref puts the text in "message"; fastrtc-style servers and handlers in "data"
+  const body = msg.message !== undefined ? msg.message : msg.data;
+  const text = typeof body === "string" ? body : body === undefined ? "" : JSON.stringify(body);
   switch (msg.type) {
     case "error":
       showError(text || "The stream handler reported an error.", "handler_error");
@@ -463,6 +485,7 @@ function onMessage(session, data) {
       break;
     case "log":
       root.dataset.lastLog = text;
+      if (TURN_STATES[text]) setTurn(...TURN_STATES[text]);
       element.dispatchEvent(new CustomEvent("webrtc-log", { detail: msg }));
       break;
     case "end_stream":
@@ -487,6 +510,10 @@ function serverEnded(reason, message) {
       return finish("ended", message || `Time limit reached${c.timeLimit ? ` (${c.timeLimit} s)` : ""}.`);
     case "handler_finished":
       return finish("ended", message || "The stream finished.");
+    case "handler_closed":
+      return finish("ended", message || "The stream was closed by the app.");
+    case "server_closed":
+      return finish("ended", message || "The server hung up.");
     case "server_shutdown":
       return finish("ended", message || "The server stopped the stream.");
     case "client_closed":
@@ -516,6 +543,7 @@ function teardown(tellServer) {
   S.session += 1;
   clearTimers();
   stopMeters();
+  setTurn("");
   const pc = S.pc;
   const dc = S.dc;
   S.pc = null;
@@ -745,6 +773,9 @@ const api = {
     return S.meters.map((m) => ({ tag: m.tag, level: m.level }));
   },
   messages: S.messages,
+  get turns() {
+    return S.turns.map((t) => ({ ...t }));
+  },
   config: cfg,
   start,
   stop,

@@ -235,10 +235,38 @@ async def test_copy_and_shutdown_run_off_the_event_loop(peers: Any) -> None:
         assert (await second.connect(app.signal("b")))["type"] == "answer"
         await second.close()
         closing = asyncio.run_coroutine_threadsafe(
-            app.server.close(second.webrtc_id, "client_closed"), loop
+            app.server.close_connection(second.webrtc_id, "client_closed"), loop
         )
         await asyncio.wrap_future(closing)
         stop.set()
         assert [e for e, _ in events] == ["copy", "copy", "shutdown"]
         assert len(lateness) > 150, len(lateness)
         assert max(lateness) < 0.05, f"the event loop stalled for {max(lateness) * 1000:.0f} ms"
+
+
+async def test_webrtc_close_hangs_up_from_any_thread(peers: Any) -> None:
+    """``WebRTC.close(webrtc_id)`` on the app's component, called from a thread of the
+    app's own (not the server's loop): the browser hears why, the slot is freed."""
+    async with echo_app(concurrency_limit=1) as app:
+        peer = peers(send=ToneAudioTrack(440))
+        assert (await peer.connect(app.signal("session-a")))["type"] == "answer"
+        await peer.wait_connected()
+        results: list[bool] = []
+        worker = threading.Thread(
+            target=lambda: results.append(app.component.close(peer.webrtc_id, "bye"))
+        )
+        worker.start()
+        await asyncio.to_thread(worker.join)
+        assert results == [True]
+        await peer.wait_message(lambda m: "server_closed" in m, 5, "end_stream server_closed")
+        assert {
+            "type": "end_stream",
+            "reason": "server_closed",
+            "message": "bye",
+            "data": "bye",
+        } in peer.json_messages()
+        await async_wait_until(lambda: len(app.server) == 0, 5, "the slot to be freed")
+        assert app.component.close(peer.webrtc_id) is False
+        # the freed slot takes the next offer
+        again = peers(send=ToneAudioTrack(440))
+        assert (await again.connect(app.signal("session-b")))["type"] == "answer"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import threading
 import time
@@ -73,8 +74,9 @@ class FakeContext:
         if values is not None:
             self.handler.set_args(values)
 
-    def send_message(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
+    def send_message(self, message: str | dict[str, Any]) -> None:
+        # the handler hands over the data channel's text (JSON for dicts)
+        self.messages.append(json.loads(message) if isinstance(message, str) else message)
 
     def clear_output(self) -> None:
         self.clears.append(time.monotonic())
@@ -889,3 +891,151 @@ def test_ten_minutes_without_a_pause_stay_bounded() -> None:
     assert all(audio.shape[1] <= 60.05 * 48000 for _, audio in calls.audio)
     bound = 61 * 48000 * 2
     assert held_max <= bound, f"the utterance buffer held {held_max / 1e6:.1f} MB"
+
+
+# --------------------------------------------------------------------------- fastrtc's API
+
+
+def _turn_log(result: Result, marks: list[int]) -> list[tuple[str, float]]:
+    """The turn events sent, each with the input time (s) of the block it followed."""
+    out = []
+    for index, message in enumerate(result.context.messages):
+        if message.get("type") == "log":
+            frame = next(i for i, count in enumerate(marks) if count > index)
+            out.append((str(message["data"]), (frame + 1) * 0.02))
+    return out
+
+
+@pytest.mark.parametrize("name", ["speech_pause_speech", "speech_then_silence"])
+def test_turn_events_arrive_in_order_at_the_speech_boundaries(name: str) -> None:
+    """started_talking soon after speech starts, pause_detected after it ends, then
+    response_starting and response_finished, once per turn, in fastrtc's format."""
+    sc = scenario(name)
+    handler = ReplyOnPause(recording_fn(Calls())).copy()
+    ctx = FakeContext(handler)
+    marks: list[int] = []
+    result = drive(
+        handler, sc.audio, context=ctx, on_frame=lambda i: marks.append(len(ctx.messages))
+    )
+    marks.append(len(ctx.messages))
+    events = _turn_log(result, marks)
+    spans = utterance_spans(sc)
+    expected = ["started_talking", "pause_detected", "response_starting", "response_finished"]
+    assert [e for e, _ in events] == expected * len(spans), events
+    for k, (start, end) in enumerate(spans):
+        talking, paused, starting, _ = (t for _, t in events[4 * k : 4 * k + 4])
+        assert start <= talking <= start + 0.6, (talking, start)
+        assert end <= paused <= end + MAX_DECISION_LATENCY_S, (paused, end)
+        assert paused <= starting
+    for message in ctx.messages:
+        if message.get("type") == "log":
+            assert set(message) == {"type", "data"}
+
+
+def test_startup_fn_streams_a_greeting_before_anyone_speaks() -> None:
+    greeting = (24000, np.full((1, 480), 7, dtype=np.int16))
+
+    def startup() -> Any:
+        yield greeting
+        yield AdditionalOutputs("hello")
+
+    handler = ReplyOnPause(recording_fn(Calls()), startup_fn=startup).copy()
+    ctx = FakeContext(handler)
+    assert handler.has_start_up
+    handler.idle_wait_s = 0.0
+    handler.start_up()
+    assert handler.state == "replying"
+    items = []
+    while handler.state != "listening":
+        item = handler.emit()
+        if item is not None:
+            items.append(item)
+    assert items[0] is greeting and items[1] == AdditionalOutputs("hello")
+    assert [m["data"] for m in ctx.messages if m["type"] == "log"] == [
+        "response_starting",
+        "response_finished",
+    ]
+    # a handler without startup_fn has no start-up work
+    assert not ReplyOnPause(recording_fn(Calls())).has_start_up
+
+
+def test_startup_fn_given_positionally_and_with_inputs() -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    def startup(*args: Any) -> Any:
+        seen.append(args)
+        yield FRAME
+
+    handler = ReplyOnPause(recording_fn(Calls()), startup, AlgoOptions()).copy()
+    assert handler.startup_fn is startup and isinstance(handler.algo_options, AlgoOptions)
+    ctx = FakeContext(handler)
+    ctx.inputs = lambda: ["voice-a", 3]
+    handler.start_up()
+    assert handler.emit() == FRAME
+    assert seen == [("voice-a", 3)]
+    with pytest.raises(TypeError, match="startup_fn was given twice"):
+        ReplyOnPause(recording_fn(Calls()), startup, startup_fn=startup)
+
+
+def test_trigger_response_starts_a_turn_without_a_pause() -> None:
+    calls = Calls()
+    handler = ReplyOnPause(recording_fn(calls)).copy()
+    FakeContext(handler)
+    handler.idle_wait_s = 0.0
+    silence = np.zeros((1, 960), dtype=np.int16)
+    for _ in range(10):
+        handler.receive((48000, silence))
+    handler.trigger_response()
+    assert handler.state == "pending"
+    assert handler.last_turn is not None and handler.last_turn.reason == "trigger"
+    assert handler.emit() == FRAME
+    while handler.state != "listening":
+        handler.emit()
+    rate, audio = calls.audio[0]
+    assert rate == 48000 and audio.shape == (1, 0) and audio.dtype == np.int16
+
+
+def test_reset_drops_a_pending_turn_and_the_heard_audio() -> None:
+    calls = Calls()
+    handler = ReplyOnPause(recording_fn(calls)).copy()
+    FakeContext(handler)
+    handler.trigger_response()
+    assert handler.state == "pending"
+    handler.reset()
+    assert handler.state == "listening"
+    assert handler.emit() is None and calls.audio == []
+
+
+def test_a_warning_from_fn_is_shown_and_only_the_turn_ends() -> None:
+    from webrtc_ref.errors import Warning
+
+    def fn(audio: Any) -> Any:
+        yield FRAME
+        raise Warning("speak up")
+
+    handler = ReplyOnPause(fn).copy()
+    ctx = FakeContext(handler)
+    handler.idle_wait_s = 0.0
+    handler.trigger_response()
+    items = []
+    while handler.state != "listening":
+        if (item := handler.emit()) is not None:
+            items.append(item)
+    assert items == [FRAME]
+    assert {"type": "warning", "message": "speak up"} in ctx.messages
+    assert ctx.errors() == []
+
+
+def test_a_webrtc_error_from_fn_ends_the_stream() -> None:
+    from webrtc_ref.errors import WebRTCError
+
+    def fn(audio: Any) -> Any:
+        raise WebRTCError("the model is unavailable")
+        yield FRAME
+
+    handler = ReplyOnPause(fn).copy()
+    FakeContext(handler)
+    handler.trigger_response()
+    with pytest.raises(WebRTCError, match="the model is unavailable"):
+        while True:
+            handler.emit()

@@ -682,7 +682,7 @@ async def test_a_worker_shutdown_cannot_free_is_left_behind_and_holds_nothing(
     connection = server.connection(peer.webrtc_id)
     with caplog.at_level("WARNING", logger="webrtc_ref.runner"):
         started = time.monotonic()
-        await server.close(peer.webrtc_id, "client_closed")
+        await server.close_connection(peer.webrtc_id, "client_closed")
         took = time.monotonic() - started
     assert len(server) == 0 and connection.pc.connectionState == "closed"
     assert took < 3.0, f"closing waited {took:.1f} s for the stuck worker"
@@ -721,7 +721,7 @@ async def test_shutdown_unblocks_any_primitive_and_nothing_is_left(
     assert (await peer.connect(server.offer))["type"] == "answer"
     await peer.wait_connected()
     started = time.monotonic()
-    await server.close(peer.webrtc_id, "client_closed")
+    await server.close_connection(peer.webrtc_id, "client_closed")
     assert time.monotonic() - started < 1.5
     assert server.stats().stuck_workers == 0
     await async_wait_until(lambda: not our_threads(), 5, "the workers to end")
