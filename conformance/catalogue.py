@@ -231,9 +231,7 @@ def parse(text: str, profile: str = "guide") -> Catalogue:
                 "(null_passes); make its test observe what the implementation does"
             )
         requirements.append(Requirement(**entry, profile=profile))
-    return Catalogue(
-        sections=dict(sections), requirements=tuple(requirements), profiles=(profile,)
-    )
+    return Catalogue(sections=dict(sections), requirements=tuple(requirements), profiles=(profile,))
 
 
 def merge(catalogues: list[Catalogue]) -> Catalogue:

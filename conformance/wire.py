@@ -373,19 +373,12 @@ class WirePeer:
 
     async def fetch_rtc_configuration(self) -> Any:
         """The RTCPeerConnection configuration the implementation's browser client would
-        use for its next connection: what the component's ``rtc_configuration_fn`` server
-        function returns (fastrtc calls ``turn`` before each connection), or else the
-        component's ``rtc_configuration`` prop. The suite's own peer keeps host candidates
-        on loopback whatever it says."""
-        name = self.wire.served.rtc_configuration_fn
-        if name is None:
-            component = await self.wire.app.component(self.ids.webrtc)
-            return component.get("props", {}).get("rtc_configuration")
-        reply = await self.wire.app.server_fn(
-            self.ids.webrtc, name, {"webrtc_id": self.webrtc_id}, self.session.session_hash
-        )
-        assert reply.status == 200, f"{name}: HTTP {reply.status}: {str(reply.body)[:200]}"
-        return reply.body
+        use for its next connection, fetched as that client does (see
+        :meth:`~conformance.adapters.Adapter.rtc_configuration_for`). The suite's own peer
+        keeps host candidates on loopback whatever it says."""
+        fetch = self.wire.served.rtc_configuration_for
+        assert fetch is not None, "the adapter says nothing about rtc_configuration"
+        return await fetch(self)
 
     async def trigger_starts_at_click(self) -> bool:
         """Whether the trigger's click has a client-side listener (the browser starts at

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -215,9 +215,9 @@ class Served:
 
     ``periodic_ticks``: the client fires ``tick`` every 0.5 s (video send modes) / 1 s
     (receive mode) while connected, as gradio_webrtc's client does. ``tick_on_open``: the
-    client fires ``tick`` when the data channel opens. ``rtc_configuration_fn``: the
-    component server function the client calls for its RTCPeerConnection configuration
-    before each connection (None: it reads the component's ``rtc_configuration`` prop).
+    client fires ``tick`` when the data channel opens. ``rtc_configuration_for(peer)``:
+    the RTCPeerConnection configuration the client would use for ``peer``'s next
+    connection (:meth:`Adapter.rtc_configuration_for`).
     """
 
     url: str
@@ -225,7 +225,7 @@ class Served:
     streams: list[ServedStream]
     periodic_ticks: bool = True
     tick_on_open: bool = True
-    rtc_configuration_fn: str | None = None
+    rtc_configuration_for: Callable[[Any], Awaitable[Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -240,12 +240,11 @@ class Adapter(ABC):
     capabilities: frozenset[str] = frozenset()
     #: Why a capability is not claimed: shown as the UNSUPPORTED message.
     unsupported: dict[str, str] = {}  # noqa: RUF012 - read-only class default
+    #: Whose expectation file (conformance/expectations/<name>.toml) applies; None: its own.
+    expectations: str | None = None
     #: How the implementation's browser client ticks (see :class:`Served`).
     periodic_ticks: bool = True
     tick_on_open: bool = True
-    #: The server function its browser client calls for the RTCPeerConnection
-    #: configuration before each connection (see :class:`Served`).
-    rtc_configuration_fn: str | None = None
     #: The implementation keeps connection state per process, not per app (gradio_webrtc):
     #: scenarios are then recorded one at a time and :meth:`reset` runs before each test,
     #: as if each test had a process of its own. (LIM-008 still checks the sharing.)
@@ -265,6 +264,16 @@ class Adapter(ABC):
     @abstractmethod
     def api(self) -> Api:
         """The implementation's public API."""
+
+    async def rtc_configuration_for(self, peer: Any) -> Any:
+        """The RTCPeerConnection configuration the implementation's browser client would
+        use for the next connection of ``peer`` (a :class:`~conformance.wire.WirePeer`).
+
+        Default: the component's ``rtc_configuration`` prop; adapters whose client asks
+        the server before each connection (a function as ``rtc_configuration``) do that.
+        """
+        component = await peer.wire.app.component(peer.ids.webrtc)
+        return component.get("props", {}).get("rtc_configuration")
 
     def fastrtc_api(self) -> FastrtcApi:
         """fastrtc's handler API as the implementation's package exports it (the fastrtc
@@ -301,7 +310,7 @@ class Adapter(ABC):
                 streams=streams,
                 periodic_ticks=self.periodic_ticks,
                 tick_on_open=self.ticks_on_open(scenario),
-                rtc_configuration_fn=self.rtc_configuration_fn,
+                rtc_configuration_for=self.rtc_configuration_for,
             )
 
 

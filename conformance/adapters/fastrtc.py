@@ -33,11 +33,19 @@ class FastrtcAdapter(Adapter):
     capabilities = CAPABILITIES
     periodic_ticks = False
     tick_on_open = True
-    rtc_configuration_fn = "turn"
 
     def ticks_on_open(self, scenario: Any) -> bool:
         # fastrtc's client fires `tick` once connected, except in its microphone component
         return not (scenario.modality == "audio" and scenario.mode != "receive")
+
+    async def rtc_configuration_for(self, peer: Any) -> Any:
+        # its client calls the `turn` server function before each connection and uses
+        # the reply as is (a function as rtc_configuration is called there)
+        reply = await peer.wire.app.server_fn(
+            peer.ids.webrtc, "turn", {}, peer.session.session_hash
+        )
+        assert reply.status == 200, f"turn: HTTP {reply.status}: {str(reply.body)[:200]}"
+        return reply.body
 
     def version(self) -> str:
         from importlib.metadata import version

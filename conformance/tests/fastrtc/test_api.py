@@ -12,10 +12,9 @@ from conformance.adapters import FASTRTC_NAMES, Adapter, FastrtcApi
 
 
 @pytest.mark.requirement("FAPI-001")
-def test_package_exports_fastrtc_names(adapter: Adapter) -> None:
+def test_package_exports_fastrtc_names(adapter: Adapter, fapi: FastrtcApi) -> None:
     """The package exports AsyncStreamHandler, VideoStreamHandler, CloseStream, Warning,
     WebRTCError, get_current_context, wait_for_item and the audio utilities."""
-    adapter.require("fastrtc")
     module = importlib.import_module(adapter.module)
     missing = [name for name in FASTRTC_NAMES if not hasattr(module, name)]
     assert not missing, f"{adapter.module} does not export {missing}"

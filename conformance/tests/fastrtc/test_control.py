@@ -268,9 +268,7 @@ def test_warning_reaches_its_client_and_the_stream_goes_on(
     recording = control_sessions["warning"]
     assert recording.probe.get("warned"), "the handler never called Warning()"
     warned, quiet = recording.peers
-    warnings = [
-        m for m in warned.messages if (parse_json(m.text) or {}).get("type") == "warning"
-    ]
+    warnings = [m for m in warned.messages if (parse_json(m.text) or {}).get("type") == "warning"]
     assert warnings, f"no warning message reached the client; messages: {texts(warned)[:6]}"
     assert WARNING_TEXT in message_text(warnings[0].text), f"warning: {warnings[0].text}"
     others = [m.text for m in quiet.messages if "warning" in m.text]

@@ -309,11 +309,11 @@ def _clear_queue_plan(fapi: FastrtcApi) -> Plan:
                     self.after = False
 
                 def receive(self, frame: Any) -> None:
-                    if self.first is not None and not self.cleared:
-                        if time.time() - self.first >= 1.0:
-                            probe.add("cleared", time.time())
-                            self.clear_queue()
-                            self.cleared = True
+                    due = self.first is not None and time.time() - self.first >= 1.0
+                    if due and not self.cleared:
+                        probe.add("cleared", time.time())
+                        self.clear_queue()
+                        self.cleared = True
 
                 def emit(self) -> Any:
                     if self.first is None:
@@ -409,9 +409,7 @@ def _args_plan(fapi: FastrtcApi, kind: str) -> Plan:
 
             return Asking()
 
-        return Scenario(
-            "send-receive", "audio", handler, inputs=(Input(7),), needs_fastrtc=True
-        )
+        return Scenario("send-receive", "audio", handler, inputs=(Input(7),), needs_fastrtc=True)
 
     async def script(wire: Wire, probe: Probe) -> dict[str, Any]:
         peer = wire.peer(send=tone_track(440.0))
@@ -587,9 +585,7 @@ def test_async_handler_does_not_block_the_server(blocking_sessions: Recordings) 
 
 @pytest.mark.requirement("FHND-006")
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_send_message_reaches_its_client_verbatim(
-    handler_sessions: Recordings, kind: str
-) -> None:
+def test_send_message_reaches_its_client_verbatim(handler_sessions: Recordings, kind: str) -> None:
     """send_message / send_message_sync send a string verbatim to the connection's client
     only."""
     recording = handler_sessions[f"send-{kind}"]
