@@ -21,6 +21,7 @@ class WebrtcRefAdapter(Adapter):
         # client calls the rtc_config server function before each connection
         component = await peer.wire.app.component(peer.ids.webrtc)
         props = component.get("props", {})
+        props = props.get("props", props)  # the browser's options (an HTML component's)
         if props.get("rtc_configuration_per_connection") is not True:
             return props.get("rtc_configuration")
         reply = await peer.wire.app.server_fn(
