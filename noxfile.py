@@ -55,8 +55,16 @@ def _install(session: nox.Session, extras: str = "test") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests (webrtc_ref, fixtures) with real aiortc peers on loopback."""
-    _apt_install(session, {"espeak-ng": "/usr/bin/espeak-ng", "chromium": CHROMIUM})
+    """Unit and integration tests (webrtc_ref, fixtures) with real aiortc peers on loopback
+    (and a loopback coturn for the TURN REST tests)."""
+    _apt_install(
+        session,
+        {
+            "espeak-ng": "/usr/bin/espeak-ng",
+            "chromium": CHROMIUM,
+            "coturn": "/usr/bin/turnserver",
+        },
+    )
     _install(session)
     session.run(*PYTEST, "webrtc_ref", "fixtures", *session.posargs)
 
@@ -130,7 +138,7 @@ def conformance_report(session: nox.Session) -> None:
 def browser(session: nox.Session) -> None:
     """Playwright tests in Debian Chromium against real Gradio apps (with a coturn relay).
 
-    Chromium, espeak-ng (speech fixtures) and coturn (the TURN scenario) are installed with
+    Chromium, espeak-ng (speech fixtures) and coturn (the TURN scenarios) are installed with
     apt-get if missing. Timings go to build/browser-timings.json; traces, console logs and
     screenshots of failed tests to build/browser-artifacts/ (the summary prints where).
     ``WEBRTC_REF_UPDATE_SCREENSHOTS=1 nox -s browser`` also refreshes docs/screenshots.

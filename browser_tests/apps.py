@@ -104,3 +104,15 @@ def turn_app(ice_servers: list[dict[str, Any]]) -> tuple[gr.Blocks, WebRTC]:
         )
         video.stream(identity, inputs=[video], outputs=[video], time_limit=60)
     return demo, video
+
+
+def unreachable_stun_app(stun_url: str) -> tuple[gr.Blocks, WebRTC]:
+    """A video echo whose browser is configured with a STUN server that never answers."""
+    with gr.Blocks(title="Unreachable STUN") as demo:
+        video = WebRTC(
+            label="With an unreachable STUN server",
+            elem_id="stun",
+            rtc_configuration={"iceServers": [{"urls": stun_url}]},
+        )
+        video.stream(identity, inputs=[video], outputs=[video], time_limit=60)
+    return demo, video

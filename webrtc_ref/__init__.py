@@ -10,6 +10,7 @@ Public API::
     from webrtc_ref import audio_to_float32, audio_to_int16, audio_to_bytes, audio_to_file
     from webrtc_ref import aggregate_bytes_to_16bit, async_aggregate_bytes_to_16bit
     from webrtc_ref import wait_for_item
+    from webrtc_ref import turn_rest_credentials, turn_rest_configuration
 
 Names are imported lazily, so ``import webrtc_ref`` does not import Gradio or aiortc.
 """
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from webrtc_ref.context import Context, get_current_context
     from webrtc_ref.errors import Warning, WebRTCError
     from webrtc_ref.handlers import AsyncStreamHandler, StreamHandler, VideoStreamHandler
+    from webrtc_ref.ice import turn_rest_configuration, turn_rest_credentials
     from webrtc_ref.outputs import AdditionalOutputs, CloseStream
     from webrtc_ref.pause_detection import PauseDetectionModel
     from webrtc_ref.reply_on_pause import AlgoOptions, ReplyOnPause, SileroVadOptions
@@ -61,6 +63,8 @@ _EXPORTS: dict[str, str] = {
     "audio_to_float32": "webrtc_ref.audio_utils",
     "audio_to_int16": "webrtc_ref.audio_utils",
     "wait_for_item": "webrtc_ref.audio_utils",
+    "turn_rest_credentials": "webrtc_ref.ice",
+    "turn_rest_configuration": "webrtc_ref.ice",
 }
 
 __all__ = [
@@ -85,6 +89,8 @@ __all__ = [
     "audio_to_float32",
     "audio_to_int16",
     "get_current_context",
+    "turn_rest_configuration",
+    "turn_rest_credentials",
     "wait_for_item",
 ]
 

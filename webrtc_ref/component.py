@@ -45,6 +45,7 @@ from webrtc_ref.signaling import (
 )
 
 if TYPE_CHECKING:
+    from webrtc_ref.ice import RTCConfigurationFunction, RTCConfigurationSource
     from webrtc_ref.outputs import OutputQueue
     from webrtc_ref.server import Client, Stats, StreamServer
 
@@ -146,6 +147,23 @@ def _json_dict(name: str, value: object, *, allow_none: bool = True) -> dict[str
             f"{name} must be JSON-serialisable (it is sent to the browser); got {value!r}: {exc}"
         ) from exc
     return value
+
+
+def _rtc_source(value: object) -> RTCConfigurationSource | None:
+    """A per-connection ``rtc_configuration`` (a function, or an ``RTCConfigurationSource``)
+    as a source; ``None`` for a dict or ``None`` (which go into the page's props)."""
+    if value is None or isinstance(value, dict):
+        return None
+    from webrtc_ref.ice import RTCConfigurationSource
+
+    if isinstance(value, RTCConfigurationSource):
+        return value
+    if not callable(value):
+        raise ValueError(
+            "rtc_configuration must be a dict (JSON object) or None, or a function returning "
+            f"one for each connection; got {value!r}"
+        )
+    return RTCConfigurationSource(value)  # type: ignore[arg-type]
 
 
 def _positive_number(name: str, value: object, *, allow_none: bool = True) -> float | None:
@@ -321,7 +339,14 @@ class WebRTC(gr.HTML):
             started by the ``trigger`` of :meth:`stream`).
         modality: ``"video"`` or ``"audio"``.
         rtc_configuration: the browser's ``RTCPeerConnection`` configuration, e.g.
-            ``{"iceServers": [{"urls": "turn:...", "username": ..., "credential": ...}]}``.
+            ``{"iceServers": [{"urls": "turn:...", "username": ..., "credential": ...}]}``
+            (sent to every page), or a function (or async function) of no arguments
+            returning one, called on the server for each connection just before the
+            browser creates it (never put into the page; e.g.
+            ``webrtc_ref.turn_rest_configuration(secret, urls)``). The function runs off
+            the event loop with a timeout and rate limits; pass a
+            ``webrtc_ref.ice.RTCConfigurationSource`` to change them. With a function,
+            the ``rtc_configuration`` attribute is ``None``. See docs/turn.md.
         server_rtc_configuration: ICE servers for the server's own peer connections
             (``{"iceServers": [...]}``); default none (host candidates only).
         track_constraints: ``getUserMedia`` constraints for the audio/video track; by
@@ -380,7 +405,10 @@ class WebRTC(gr.HTML):
         label: str | None = None,
         mode: Mode = "send-receive",
         modality: Modality = "video",
-        rtc_configuration: dict[str, Any] | None = None,
+        rtc_configuration: dict[str, Any]
+        | RTCConfigurationFunction
+        | RTCConfigurationSource
+        | None = None,
         server_rtc_configuration: dict[str, Any] | None = None,
         track_constraints: dict[str, Any] | None = None,
         time_limit: float | None = None,
@@ -411,7 +439,10 @@ class WebRTC(gr.HTML):
         modality = _one_of("modality", modality, MODALITIES)  # type: ignore[assignment]
         if value is not None and not isinstance(value, str):
             raise ValueError(f"value must be None or a webrtc_id string; got {value!r}")
-        rtc_configuration = _json_dict("rtc_configuration", rtc_configuration)
+        rtc_source = _rtc_source(rtc_configuration)
+        rtc_configuration = (
+            _json_dict("rtc_configuration", rtc_configuration) if rtc_source is None else None
+        )
         server_rtc_configuration = _json_dict("server_rtc_configuration", server_rtc_configuration)
         if server_rtc_configuration is not None:
             servers = server_rtc_configuration.get("iceServers", [])
@@ -456,6 +487,8 @@ class WebRTC(gr.HTML):
         self._server: StreamServer | None = None
         self._origin = _stream_origin
         self._root: Any = None  # the gr.Blocks of the stream event (for show_error)
+        # A per-connection configuration: never in props (it may mint TURN credentials).
+        self._rtc_source = rtc_source
         self.max_offer_bytes = max_offer_bytes
         self.max_pending_per_address = max_pending_per_address
         self.shutdown_timeout = float(shutdown_timeout)
@@ -508,6 +541,7 @@ class WebRTC(gr.HTML):
             "mode": self.mode,
             "modality": self.modality,
             "rtc_configuration": self.rtc_configuration,
+            "rtc_configuration_per_connection": self._rtc_source is not None,
             "track_constraints": self.track_constraints,
             "time_limit": self.time_limit,
             "mirror_webcam": self.mirror_webcam,
@@ -587,6 +621,65 @@ class WebRTC(gr.HTML):
             log.exception("error %s: offer failed unexpectedly", error_id)
             return failure(
                 INTERNAL_ERROR, f"the server failed to answer the offer (error id {error_id})"
+            )
+
+    @server
+    async def ice_candidate(self, body: Any, request: gr.Request | None = None) -> dict[str, Any]:
+        """The ``ice_candidate`` server function: a browser candidate gathered after its
+        offer left (trickle ICE), for the calling session's own connection only.
+
+        ``body`` is ``{"webrtc_id", "candidate": {"candidate", "sdpMid", "sdpMLineIndex"}}``.
+        Returns ``{"status": "ok"}`` or a failure reply; never raises.
+        """
+        from webrtc_ref.signaling import NOT_CONFIGURED, failure
+
+        stream_server = self.stream_server
+        if stream_server is None:
+            return failure(NOT_CONFIGURED, "This WebRTC component has no stream.")
+        return await stream_server.add_ice_candidate(body, owner=_session_of(request))
+
+    @server
+    async def rtc_config(self, body: Any, request: gr.Request | None = None) -> dict[str, Any]:
+        """The ``rtc_config`` server function: the RTCConfiguration of one connection.
+
+        The browser calls it just before it creates each peer connection when
+        ``rtc_configuration`` is a function; ``body`` is ``{"webrtc_id": ...}`` (the id is
+        only used to tag log lines). Returns ``{"rtc_configuration": {...}}`` or a failure
+        reply: ``not_configured`` (``rtc_configuration`` is not a function, or no
+        :meth:`stream`), ``too_many_requests`` or ``rtc_configuration_failed``
+        (``webrtc_ref.ice``). Never raises.
+        """
+        from webrtc_ref.ice import webrtc_id_of
+        from webrtc_ref.signaling import INTERNAL_ERROR, NOT_CONFIGURED, failure
+
+        origin = self._origin or self
+        source = origin._rtc_source
+        if source is None:
+            return failure(
+                NOT_CONFIGURED,
+                "This WebRTC component's rtc_configuration is not a function; the browser "
+                "finds it in the component's props.",
+            )
+        if self.stream_server is None:
+            return failure(
+                NOT_CONFIGURED,
+                "This WebRTC component has no stream: call .stream(fn, ...) on it "
+                "before launching the app.",
+            )
+        try:
+            return await source.get(
+                await _client_of(request),
+                webrtc_id=webrtc_id_of(body),
+                show_error=origin._shows_errors(),
+            )
+        except Exception:  # RTCConfigurationSource.get should not raise; say so if it does
+            from webrtc_ref.errors import new_error_id
+
+            error_id = new_error_id()
+            log.exception("error %s: rtc_config failed unexpectedly", error_id)
+            return failure(
+                INTERNAL_ERROR,
+                f"the server failed to prepare the connection (error id {error_id})",
             )
 
     def set_input(self, webrtc_id: str | None, *args: Any) -> None:

@@ -40,7 +40,7 @@ from webrtc_ref.handlers import StreamHandler, VideoStreamHandler, encode_messag
 from webrtc_ref.jitter import AdaptiveJitterBuffer, JitterBufferChoice
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.runner import GeneratorRunner, HandlerRunner, Runner, VideoRunner
-from webrtc_ref.signaling import Modality, Mode, Offer, log_tag
+from webrtc_ref.signaling import MAX_TRICKLED_CANDIDATES, Modality, Mode, Offer, log_tag
 from webrtc_ref.threads import run_in_thread
 from webrtc_ref.tracks import OutboundAudioTrack, OutboundVideoTrack
 
@@ -178,6 +178,7 @@ class Connection:
         self.jitter_buffer: AdaptiveJitterBuffer | None = None
         #: The message of the handler's ``CloseStream``, once it asked to end the stream.
         self._ending: str | None = None
+        self._trickled = 0
         self.runner: Runner = self._make_runner(handler)
 
     # -- setup -----------------------------------------------------------------------
@@ -469,6 +470,21 @@ class Connection:
     # -- inputs ------------------------------------------------------------------------
     def set_inputs(self, args: list[Any]) -> None:
         self.runner.set_inputs(args)
+
+    async def add_ice_candidate(self, candidate: Any) -> bool:
+        """Add a browser candidate gathered after its offer left (trickle ICE; event loop).
+
+        Returns False (and adds nothing) once :data:`MAX_TRICKLED_CANDIDATES` came, when
+        closing, or when aiortc refuses it (no such media section)."""
+        if self._closing or self._trickled >= MAX_TRICKLED_CANDIDATES:
+            return False
+        self._trickled += 1
+        try:
+            await self.pc.addIceCandidate(candidate)
+        except Exception as exc:  # an unknown sdpMid / index: the client's mistake
+            log.info("%s: trickled candidate refused: %r", self.tag, exc)
+            return False
+        return True
 
     # -- lifecycle ---------------------------------------------------------------------
     async def close(self, reason: str, message: str | None = None, *, notify: bool = True) -> None:

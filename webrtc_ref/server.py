@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc.exceptions import InvalidStateError, OperationError
@@ -40,17 +40,19 @@ from webrtc_ref import jitter, lifecycle
 from webrtc_ref.connection import DEFAULT_OUTPUT_BUFFER_S, Connection, StreamSpec
 from webrtc_ref.errors import new_error_id, public_message
 from webrtc_ref.handlers import StreamHandler, VideoStreamHandler
-from webrtc_ref.jitter import JitterBufferChoice
+from webrtc_ref.jitter import JitterBufferChoice, JitterStats
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS, Registry
 from webrtc_ref.signaling import (
     DEFAULT_MAX_OFFER_BYTES,
     HANDLER_ERROR,
     INTERNAL_ERROR,
+    INVALID_CANDIDATE,
     INVALID_OFFER,
     MODALITIES,
     MODES,
     SERVER_SHUTDOWN,
+    UNKNOWN_CONNECTION,
     Modality,
     Mode,
     Offer,
@@ -60,6 +62,7 @@ from webrtc_ref.signaling import (
     failure,
     log_tag,
     media_sections,
+    parse_candidate,
     parse_offer,
 )
 from webrtc_ref.threads import run_in_thread
@@ -97,6 +100,8 @@ class Stats:
         leftover_outputs: the outputs they hold.
         audio_frames_queued: 20 ms output frames waiting to be sent.
         shutting_down: :meth:`StreamServer.shutdown` has begun.
+        jitter: the adaptive inbound jitter buffer's counters per live connection (by log
+            tag; ``jitter_buffer="adaptive"`` only, empty otherwise).
     """
 
     connections: int
@@ -114,6 +119,7 @@ class Stats:
     leftover_outputs: int
     audio_frames_queued: int
     shutting_down: bool
+    jitter: dict[str, JitterStats] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -464,6 +470,25 @@ class StreamServer:
     def __len__(self) -> int:
         return len(self._registry)
 
+    async def add_ice_candidate(self, body: object, *, owner: str | None = None) -> dict[str, Any]:
+        """A browser candidate gathered after its offer left (trickle ICE), for ``owner``'s
+        connection only; run on the server's loop. Body: see
+        :func:`~webrtc_ref.signaling.parse_candidate`. Returns ``{"status": "ok"}`` or a
+        failure reply (``invalid_candidate``, ``unknown_connection``); never raises."""
+        try:
+            trickled = parse_candidate(body)
+        except SignalingError as exc:
+            return exc.reply()
+        connection = self._registry.get(trickled.webrtc_id, owner)
+        if connection is None:
+            return failure(UNKNOWN_CONNECTION, "no live connection with this webrtc_id")
+        if not await connection.add_ice_candidate(trickled.candidate):
+            return failure(
+                INVALID_CANDIDATE,
+                "the candidate was not added (too many, no such media section, or closing)",
+            )
+        return {"status": "ok"}
+
     def set_input(self, webrtc_id: str, args: list[Any], *, owner: str | None = None) -> None:
         """Give the connection the latest values of the stream's other inputs.
 
@@ -594,4 +619,9 @@ class StreamServer:
             leftover_outputs=leftover_outputs,
             audio_frames_queued=sum(c.queued_audio_frames for c in connections),
             shutting_down=self._shutting_down,
+            jitter={
+                c.tag: c.jitter_buffer.stats()
+                for c in connections
+                if c.jitter_buffer is not None
+            },
         )

@@ -37,6 +37,11 @@ OFFER_TOO_LARGE = "offer_too_large"
 TOO_MANY_PENDING_OFFERS = "too_many_pending_offers"
 INTERNAL_ERROR = "internal_error"
 SERVER_SHUTDOWN = "server_shutdown"
+INVALID_CANDIDATE = "invalid_candidate"
+UNKNOWN_CONNECTION = "unknown_connection"
+# Codes of the rtc_config server function (per-connection ICE configuration).
+RTC_CONFIGURATION_FAILED = "rtc_configuration_failed"
+TOO_MANY_REQUESTS = "too_many_requests"
 ERROR_CODES: tuple[str, ...] = (
     CONCURRENCY_LIMIT_REACHED,
     CONNECTION_ALREADY_EXISTS,
@@ -48,6 +53,10 @@ ERROR_CODES: tuple[str, ...] = (
     TOO_MANY_PENDING_OFFERS,
     INTERNAL_ERROR,
     SERVER_SHUTDOWN,
+    INVALID_CANDIDATE,
+    UNKNOWN_CONNECTION,
+    RTC_CONFIGURATION_FAILED,
+    TOO_MANY_REQUESTS,
 )
 
 #: What a webrtc_id may look like: 1-128 letters, digits, ``-`` and ``_``.
@@ -297,3 +306,74 @@ def log_tag(webrtc_id: str) -> str:
     out of logs; the digest still tells one connection's lines from another's.
     """
     return "c" + hashlib.sha256(webrtc_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+#: Longest ``candidate`` attribute accepted from a trickled candidate (a real one is
+#: under 200 characters).
+MAX_CANDIDATE_CHARS = 512
+#: Candidates one connection may trickle; later ones are refused.
+MAX_TRICKLED_CANDIDATES = 32
+
+
+@dataclass(frozen=True)
+class TrickledCandidate:
+    """A late ICE candidate of the browser's, checked (:func:`parse_candidate`)."""
+
+    webrtc_id: str
+    candidate: Any  # aiortc's RTCIceCandidate
+
+
+def parse_candidate(body: object) -> TrickledCandidate:
+    """Check a trickled-candidate body, ``{"webrtc_id": str, "candidate": {"candidate":
+    "candidate:...", "sdpMid": str | None, "sdpMLineIndex": int | None}}`` (the browser's
+    ``RTCIceCandidate.toJSON()``); raise :class:`SignalingError` (``invalid_candidate``)
+    naming what is wrong. Cheap: no aiortc work but parsing one line."""
+    from aiortc.sdp import candidate_from_sdp
+
+    if not isinstance(body, dict):
+        raise SignalingError(
+            INVALID_CANDIDATE, f"the body must be a JSON object, got {type(body).__name__}"
+        )
+    webrtc_id = body.get("webrtc_id")
+    if not isinstance(webrtc_id, str) or not WEBRTC_ID_PATTERN.match(webrtc_id):
+        raise SignalingError(
+            INVALID_CANDIDATE, "webrtc_id must be 1-128 letters, digits, '-' or '_'"
+        )
+    raw = body.get("candidate")
+    if not isinstance(raw, dict):
+        raise SignalingError(
+            INVALID_CANDIDATE,
+            "candidate must be an object {candidate, sdpMid, sdpMLineIndex}, "
+            f"got {type(raw).__name__}",
+        )
+    line = raw.get("candidate")
+    if not isinstance(line, str) or not line.startswith("candidate:"):
+        raise SignalingError(
+            INVALID_CANDIDATE, "candidate.candidate must be a string starting 'candidate:'"
+        )
+    if len(line) > MAX_CANDIDATE_CHARS:
+        raise SignalingError(
+            INVALID_CANDIDATE,
+            f"candidate.candidate is {len(line)} characters; at most {MAX_CANDIDATE_CHARS}",
+        )
+    mid = raw.get("sdpMid")
+    index = raw.get("sdpMLineIndex")
+    if mid is not None and (not isinstance(mid, str) or len(mid) > 32):
+        raise SignalingError(INVALID_CANDIDATE, "candidate.sdpMid must be a short string or null")
+    if index is not None and (
+        isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 16
+    ):
+        raise SignalingError(
+            INVALID_CANDIDATE, "candidate.sdpMLineIndex must be an integer 0-15 or null"
+        )
+    if mid is None and index is None:
+        raise SignalingError(INVALID_CANDIDATE, "candidate needs sdpMid or sdpMLineIndex")
+    try:
+        candidate = candidate_from_sdp(line.split(":", 1)[1])
+    except (AssertionError, ValueError, IndexError) as exc:  # aiortc asserts the shape
+        raise SignalingError(
+            INVALID_CANDIDATE, f"candidate.candidate does not parse: {exc}"
+        ) from None
+    candidate.sdpMid = mid
+    candidate.sdpMLineIndex = index
+    return TrickledCandidate(webrtc_id, candidate)

@@ -1,4 +1,5 @@
-"""Helpers for tests of webrtc_ref apps: free loopback ports, launched apps, deadlines.
+"""Helpers for tests of webrtc_ref apps: free loopback ports, launched apps, deadlines, a
+loopback TURN server (coturn with TURN REST credentials).
 
 Used by webrtc_ref's own tests, the conformance suite and the browser tests.
 """
@@ -8,10 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import shutil
 import socket
+import struct
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -94,6 +101,24 @@ async def async_wait_until(
         await asyncio.sleep(0.01)
 
 
+def aiortc_configuration(configuration: dict[str, Any] | None) -> Any:
+    """aiortc's ``RTCConfiguration`` for a browser-style RTCConfiguration dict (``None``: no
+    ICE servers). Only ``iceServers`` and ``iceTransportPolicy`` carry over."""
+    from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy
+
+    configuration = configuration or {}
+    servers = [
+        RTCIceServer(
+            urls=server["urls"],
+            username=server.get("username"),
+            credential=server.get("credential"),
+        )
+        for server in configuration.get("iceServers") or []
+    ]
+    policy = RTCIceTransportPolicy(configuration.get("iceTransportPolicy", "all"))
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
+
+
 class ClientPeer:
     """A browser stand-in: a real aiortc peer speaking webrtc_ref's signalling protocol.
 
@@ -102,7 +127,9 @@ class ClientPeer:
     ICE completely and posts the offer through ``signal`` (any async callable taking the
     offer body and returning the reply: ``StreamServer.offer`` in-process, or an HTTP
     call to the component server route). Data-channel messages are recorded in
-    ``messages``; the first remote track is ``remote``.
+    ``messages``; the first remote track is ``remote``. ``rtc_configuration`` is a
+    browser-style RTCConfiguration dict (ICE servers, ``iceTransportPolicy``); by default
+    no ICE servers.
     """
 
     def __init__(
@@ -112,12 +139,11 @@ class ClientPeer:
         receive: str | None = None,
         data_channel: bool = True,
         webrtc_id: str | None = None,
+        rtc_configuration: dict[str, Any] | None = None,
     ) -> None:
-        import secrets
+        from aiortc import RTCPeerConnection
 
-        from aiortc import RTCConfiguration, RTCPeerConnection
-
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(aiortc_configuration(rtc_configuration))
         self.webrtc_id = webrtc_id or secrets.token_hex(8)
         self.messages: list[str] = []
         self.remote: object | None = None
@@ -189,3 +215,120 @@ class ClientPeer:
 
     async def close(self) -> None:
         await self.pc.close()
+
+
+# ----------------------------------------------------------------------------- coturn
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """Return a UDP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def stun_binding_ok(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
+    """Whether a STUN Binding request to ``host:port`` (UDP) gets a success response."""
+    txid = secrets.token_bytes(12)
+    request = struct.pack("!HHI", 0x0001, 0, 0x2112A442) + txid
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.sendto(request, (host, port))
+            data, _ = sock.recvfrom(2048)
+        except OSError:
+            return False
+    return len(data) >= 20 and data[:2] == b"\x01\x01" and data[8:20] == txid
+
+
+@dataclass
+class Coturn:
+    """A coturn TURN server on 127.0.0.1 taking TURN REST credentials made with ``secret``
+    (``use-auth-secret``), started by :func:`coturn`."""
+
+    port: int
+    secret: str
+    realm: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """Its ``turn:`` URL (UDP)."""
+        return f"turn:127.0.0.1:{self.port}?transport=udp"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+
+#: What to install when coturn is missing (``nox -s tests`` and ``nox -s browser`` do).
+COTURN_HINT = "coturn is not installed: apt-get install -y coturn (the nox sessions do)"
+
+
+@contextlib.contextmanager
+def coturn(
+    workdir: Path, *, secret: str | None = None, binary: str | None = None
+) -> Iterator[Coturn]:
+    """Run coturn's ``turnserver`` on 127.0.0.1 until the block exits: UDP only, TURN REST
+    credentials (``use-auth-secret``, ``static-auth-secret`` = ``secret``, random by
+    default), relaying on 127.0.0.1 to loopback peers, no TLS, no CLI, a small relay port
+    range. The secret is in a config file only its owner reads, not on the command line.
+
+    Raises ``RuntimeError`` when ``turnserver`` is missing or exits before it answers STUN.
+    """
+    binary = binary or shutil.which("turnserver")
+    if binary is None:
+        raise RuntimeError(COTURN_HINT)
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_udp_port()
+    base = 40000 + (os.getpid() * 131 + port) % 9000
+    server_secret = secret or secrets.token_urlsafe(24)
+    realm = "webrtc-ref.test"
+    log_path = workdir / "turnserver.log"
+    config = workdir / "turnserver.conf"
+    settings = [
+        "listening-ip=127.0.0.1",
+        "relay-ip=127.0.0.1",
+        f"listening-port={port}",
+        f"min-port={base}",
+        f"max-port={base + 80}",
+        "use-auth-secret",
+        f"static-auth-secret={server_secret}",
+        f"realm={realm}",
+        "allow-loopback-peers",
+        "no-tls",
+        "no-dtls",
+        "no-tcp",
+        "no-cli",
+        "fingerprint",
+        f"pidfile={workdir / 'turnserver.pid'}",
+        f"userdb={workdir / 'turndb'}",
+        "log-file=stdout",
+        "simple-log",
+        "verbose",
+    ]
+    config.touch(mode=0o600)
+    config.write_text("\n".join(settings) + "\n")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until(
+                lambda: process.poll() is not None or stun_binding_ok(port),
+                10,
+                f"turnserver on UDP port {port}",
+            )
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"turnserver exited with {process.returncode}: "
+                    f"{log_path.read_text(errors='replace')[-2000:]}"
+                )
+            yield Coturn(port, server_secret, realm, log_path, process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -11,6 +11,11 @@
 
 const START_SENTINEL = "start_webrtc_stream";
 const ICE_GATHERING_TIMEOUT_MS = 5000;
+// The offer leaves this long after the first usable candidate (a relay one under
+// iceTransportPolicy "relay"), even if gathering goes on: an unreachable STUN/TURN server
+// then costs this, not ICE_GATHERING_TIMEOUT_MS. Later candidates are trickled.
+const ICE_GATHERING_BUDGET_MS = 300;
+const MAX_TRICKLED_CANDIDATES = 20;
 const VIDEO_TICK_MS = 500;
 const RECEIVE_TICK_MS = 1000;
 const DISCONNECT_GRACE_MS = 4000;
@@ -78,6 +83,7 @@ const S = {
   messages: [], // every data-channel message received (newest last, capped), for tests
   turns: [], // turn states shown ({state, at: performance.now()}, capped), for tests
   triggerStarts: [], // receive mode: starts by one half of a trigger, awaiting the other
+  trickle: null, // the current session's late ICE candidates (see trickle())
   starts: { total: 0, early: 0, confirmed: 0 }, // counts, for tests
 };
 
@@ -92,6 +98,8 @@ function cfg() {
     sends: mode !== "receive",
     receives: mode !== "send",
     rtcConfiguration: isObject(props.rtc_configuration) ? props.rtc_configuration : null,
+    // The server makes a configuration for each connection (server function rtc_config).
+    perConnectionRtc: props.rtc_configuration_per_connection === true,
     trackConstraints:
       props.track_constraints === undefined || props.track_constraints === null
         ? true
@@ -384,22 +392,51 @@ function newWebrtcId() {
   return Array.from(bytes, (b) => (b % 36).toString(36)).join("");
 }
 
-function waitForIceGathering(pc) {
+function waitForIceGathering(pc, relayOnly) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
+    let budget = null;
     const done = () => {
       clearTimeout(timer);
+      clearTimeout(budget);
       pc.removeEventListener("icegatheringstatechange", check);
+      pc.removeEventListener("icecandidate", onCandidate);
       resolve();
     };
     const check = () => {
       if (pc.iceGatheringState === "complete") done();
     };
-    // Non-trickle ICE: wait for all candidates, but never forever (an unreachable
-    // STUN/TURN server can stall gathering); then send what was gathered.
+    // Wait for all candidates, or ICE_GATHERING_BUDGET_MS after the first usable one
+    // (what comes later is trickled, see trickle()), never longer than the timeout.
+    const onCandidate = (ev) => {
+      if (!ev.candidate || budget !== null) return;
+      if (relayOnly && ev.candidate.type !== "relay") return;
+      budget = setTimeout(done, ICE_GATHERING_BUDGET_MS);
+    };
     const timer = setTimeout(done, ICE_GATHERING_TIMEOUT_MS);
     pc.addEventListener("icegatheringstatechange", check);
+    pc.addEventListener("icecandidate", onCandidate);
   });
+}
+
+// Candidates gathered after the offer left go to the server's ice_candidate function,
+// once the answer is in (before that the server has no connection to add them to).
+function trickle(session, webrtcId, candidate) {
+  const t = S.trickle;
+  if (!t || t.session !== session || !t.offerSent || !candidate || !candidate.candidate) return;
+  if (t.count >= MAX_TRICKLED_CANDIDATES) return;
+  t.count += 1;
+  const body = {
+    webrtc_id: webrtcId,
+    candidate: { candidate: candidate.candidate, sdpMid: candidate.sdpMid, sdpMLineIndex: candidate.sdpMLineIndex },
+  };
+  if (t.answered) sendCandidate(body);
+  else t.queue.push(body);
+}
+
+function sendCandidate(body) {
+  if (typeof server.ice_candidate !== "function") return;
+  Promise.resolve(server.ice_candidate(body)).catch(() => {});
 }
 
 function failureMessage(reply) {
@@ -440,6 +477,27 @@ async function postOffer(session, body) {
     }
     throw new ClientError(message, code);
   }
+}
+
+// The RTCConfiguration of one connection, from the server (rtc_configuration is a function
+// there); null when the session ended meanwhile.
+async function fetchRtcConfiguration(session, webrtcId) {
+  let reply;
+  try {
+    reply = await server.rtc_config({ webrtc_id: webrtcId });
+  } catch (err) {
+    reply = undefined;
+  }
+  if (session !== S.session) return null;
+  if (isObject(reply) && isObject(reply.rtc_configuration)) return reply.rtc_configuration;
+  if (!isObject(reply)) {
+    throw new ClientError(
+      "The server did not send this connection's ICE configuration (HTTP error or network failure); see the server log.",
+      "no_rtc_configuration",
+    );
+  }
+  const { code, message } = failureMessage(reply);
+  throw new ClientError(message, code);
 }
 
 function sleep(ms) {
@@ -647,7 +705,9 @@ async function start() {
       showLocal(stream, c);
       refreshDevices();
     }
-    const pc = new RTCPeerConnection(c.rtcConfiguration || undefined);
+    const rtcConfiguration = c.perConnectionRtc ? await fetchRtcConfiguration(session, webrtcId) : c.rtcConfiguration;
+    if (session !== S.session) return;
+    const pc = new RTCPeerConnection(rtcConfiguration || undefined);
     S.pc = pc;
     const dc = pc.createDataChannel("text");
     S.dc = dc;
@@ -669,17 +729,24 @@ async function start() {
     } else {
       pc.addTransceiver(c.modality, { direction: "recvonly" });
     }
+    S.trickle = { session, offerSent: false, answered: false, queue: [], count: 0 };
+    pc.addEventListener("icecandidate", (ev) => trickle(session, webrtcId, ev.candidate));
     await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc);
+    const relayOnly = !!(rtcConfiguration && rtcConfiguration.iceTransportPolicy === "relay");
+    await waitForIceGathering(pc, relayOnly);
     if (session !== S.session) return;
+    const offerSdp = pc.localDescription.sdp;
+    S.trickle.offerSent = true; // candidates from now on are not in offerSdp
     const answer = await postOffer(session, {
-      sdp: pc.localDescription.sdp,
+      sdp: offerSdp,
       type: "offer",
       webrtc_id: webrtcId,
     });
     if (!answer || session !== S.session) return;
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     if (session !== S.session) return;
+    S.trickle.answered = true;
+    for (const body of S.trickle.queue.splice(0)) sendCandidate(body);
     await applyRtpParams(pc, c.rtpParams);
   } catch (err) {
     if (session !== S.session) return;

@@ -227,7 +227,7 @@ def test_config_reaches_the_page() -> None:
     ):
         assert config[key] == getattr(w, key), key
         assert config["props"][key] == getattr(w, key), key
-    assert config["server_fns"] == ["offer"]
+    assert config["server_fns"] == ["offer", "rtc_config"]
     assert config["component_class_name"] == "WebRTC"
     assert config["js_on_load"] == static_asset("webrtc.js")
     assert config["html_template"] == static_asset("webrtc.html")
@@ -856,7 +856,7 @@ def test_page_loads_the_client(http_app: tuple[str, WebRTC, WebRTC]) -> None:
     entry = next(c for c in config["components"] if c["id"] == configured._id)
     assert entry["type"] == "html"
     assert entry["props"]["component_class_name"] == "WebRTC"
-    assert entry["props"]["server_fns"] == ["offer"]
+    assert entry["props"]["server_fns"] == ["offer", "rtc_config"]
     assert entry["props"]["js_on_load"] == static_asset("webrtc.js")
     assert "webrtc-ref" in entry["props"]["html_template"]
     assert "<html" in page.lower()

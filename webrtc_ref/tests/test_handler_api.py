@@ -527,3 +527,87 @@ def test_video_stream_handler_checks_its_arguments() -> None:
         VideoStreamHandler(lambda f: f, skip_frames="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="modality='video'"):
         StreamServer(mode="receive", modality="audio", handler=VideoStreamHandler(print))
+
+
+# ------------------------------------------------------------------ trickled ICE candidates
+
+
+async def test_trickled_candidates_reach_the_servers_ice_agent(servers: Any, peers: Any) -> None:
+    """A candidate the browser gathered after its offer left is added to the connection's
+    ICE transport, for the offering session only, and within bounds."""
+    server = servers(handler=EchoHandler())
+    peer = peers(send=ToneAudioTrack(440))
+
+    async def still_gathering(body: dict[str, str]) -> dict[str, Any]:
+        # a browser that sends its offer before gathering ends says no end-of-candidates
+        trimmed = {**body, "sdp": body["sdp"].replace("a=end-of-candidates\r\n", "")}
+        return await server.offer(trimmed)
+
+    assert (await peer.connect(still_gathering))["type"] == "answer"
+    await peer.wait_connected()
+    line = "candidate:1 1 udp 2130706431 127.0.0.1 40404 typ host"
+    body = {
+        "webrtc_id": peer.webrtc_id,
+        "candidate": {"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0},
+    }
+    assert await server.add_ice_candidate(body, owner=None) == {"status": "ok"}
+    connection = server.connection(peer.webrtc_id)
+    assert connection is not None
+    ice = connection.pc.getTransceivers()[0].receiver.transport.transport
+    remote = [(c.ip, c.port) for c in ice.getRemoteCandidates()]
+    assert ("127.0.0.1", 40404) in remote
+    # another session's request is treated like an unknown id
+    reply = await server.add_ice_candidate(body, owner="someone-else")
+    assert reply["meta"]["error"] == "unknown_connection"
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ([], "JSON object"),
+        ({"webrtc_id": "../x", "candidate": {}}, "webrtc_id"),
+        ({"webrtc_id": "abc", "candidate": "candidate:1"}, "must be an object"),
+        (
+            {"webrtc_id": "abc", "candidate": {"candidate": "host 1.2.3.4", "sdpMid": "0"}},
+            "starting",
+        ),
+        (
+            {
+                "webrtc_id": "abc",
+                "candidate": {"candidate": "candidate:" + "x" * 600, "sdpMid": "0"},
+            },
+            "at most 512",
+        ),
+        ({"webrtc_id": "abc", "candidate": {"candidate": "candidate:1 1 udp"}}, "sdpMid or"),
+        (
+            {"webrtc_id": "abc", "candidate": {"candidate": "candidate:1", "sdpMLineIndex": 99}},
+            "0-15",
+        ),
+        (
+            {"webrtc_id": "abc", "candidate": {"candidate": "candidate:garbage", "sdpMid": "0"}},
+            "does not parse",
+        ),
+    ],
+)
+async def test_bad_trickled_candidates_get_a_specific_error(
+    servers: Any, body: Any, says: str
+) -> None:
+    reply = await servers(handler=EchoHandler()).add_ice_candidate(body)
+    assert reply["status"] == "failed" and reply["meta"]["error"] == "invalid_candidate", reply
+    assert says in reply["meta"]["message"], reply
+
+
+async def test_a_connection_takes_a_bounded_number_of_trickled_candidates(
+    servers: Any, peers: Any
+) -> None:
+    from webrtc_ref.signaling import MAX_TRICKLED_CANDIDATES
+
+    server = servers(handler=EchoHandler())
+    peer = peers(send=ToneAudioTrack(440))
+    await connect(server, peer)
+    replies = []
+    for port in range(MAX_TRICKLED_CANDIDATES + 3):
+        line = f"candidate:{port} 1 udp 2130706431 127.0.0.1 {41000 + port} typ host"
+        body = {"webrtc_id": peer.webrtc_id, "candidate": {"candidate": line, "sdpMid": "0"}}
+        replies.append((await server.add_ice_candidate(body))["status"])
+    assert replies == ["ok"] * MAX_TRICKLED_CANDIDATES + ["failed"] * 3

@@ -648,6 +648,8 @@ async def test_adaptive_buffer_beats_aiortc_into_the_handler(cleanup: list[Any])
     assert connection.jitter_buffer is not None
     stats = connection.jitter_buffer.stats()
     assert stats.released > 100 and stats.skipped == 0
+    # and the server reports it per connection
+    assert server.stats().jitter[connection.tag].released >= stats.released
 
 
 @pytest.mark.slow
