@@ -14,7 +14,8 @@ and the run fails (remove the entry). With ``strict = false`` (only for failures
 depend on timing) such a pass is reported PASS. A parametrised test may fail for some
 parameters only; the requirement is then XFAIL.
 An entry whose id is not in the catalogue, or that matches no test of the suite, is an
-error: the run stops. webrtc_ref has no expectation file.
+error: the run stops. webrtc_ref's file lists only its deliberate departures from the
+fastrtc profile.
 """
 
 from __future__ import annotations

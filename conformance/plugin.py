@@ -5,6 +5,8 @@ Options:
     --impl NAME             implementation under test (default webrtc_ref; see
                             conformance.adapters.REGISTRY, or module:attribute)
     --requirement IDS       run only the tests of these requirement ids (comma-separated)
+    --profile NAMES         run only the tests of these catalogue profiles (comma-separated:
+                            guide, fastrtc; default all)
     --expectations PATH     known failures (default conformance/expectations/<impl>.toml)
     --conformance-report P  where to write the run's JSON (default
                             build/conformance/<impl>.json; "-" for none)
@@ -38,6 +40,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="comma-separated requirement ids: run only their tests",
     )
+    group.addoption(
+        "--profile",
+        default=None,
+        help="comma-separated catalogue profiles (guide, fastrtc): run only their tests",
+    )
     group.addoption("--expectations", default=None, help="expectation file (known failures)")
     group.addoption(
         "--conformance-report",
@@ -65,6 +72,16 @@ def requirement_of(item: pytest.Item) -> str | None:
     return str(marker.args[0]) if marker is not None and marker.args else None
 
 
+def _expectations_of(impl: str) -> str:
+    """Whose expectation file applies to ``--impl impl`` (the adapter may name another's)."""
+    try:
+        from conformance.adapters import get_adapter
+
+        return get_adapter(impl).expectations or impl
+    except Exception:  # the adapter cannot load: its own name (the run reports the error)
+        return impl
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
@@ -84,7 +101,11 @@ def pytest_collection_modifyitems(
 
     impl = config.getoption("--impl")
     path_option = config.getoption("--expectations")
-    path = Path(path_option) if path_option else expectations_module.default_path(impl)
+    path = (
+        Path(path_option)
+        if path_option
+        else expectations_module.default_path(_expectations_of(impl))
+    )
     if path_option or path.exists():
         try:
             entries = expectations_module.load(path, catalogue, expectations_module.test_index())
@@ -101,11 +122,23 @@ def pytest_collection_modifyitems(
                     config.stash[_STATE]["expected"][item.nodeid] = entry
 
     wanted = config.getoption("--requirement")
-    if wanted:
-        ids = {w.strip() for w in wanted.split(",") if w.strip()}
-        unknown = ids - set(catalogue.ids)
-        if unknown:
-            raise pytest.UsageError(f"--requirement: unknown ids {sorted(unknown)}")
+    profiles = config.getoption("--profile")
+    if wanted or profiles:
+        ids = set(catalogue.ids)
+        if wanted:
+            ids = {w.strip() for w in wanted.split(",") if w.strip()}
+            unknown = ids - set(catalogue.ids)
+            if unknown:
+                raise pytest.UsageError(f"--requirement: unknown ids {sorted(unknown)}")
+        if profiles:
+            names = {w.strip() for w in profiles.split(",") if w.strip()}
+            unknown = names - set(catalogue.profiles)
+            if unknown:
+                raise pytest.UsageError(
+                    f"--profile: unknown profiles {sorted(unknown)}; known: "
+                    f"{list(catalogue.profiles)}"
+                )
+            ids &= {r.id for r in catalogue if r.profile in names}
         keep = [i for i in items if requirement_of(i) in ids or not _is_suite_test(i)]
         dropped = [i for i in items if i not in keep]
         if dropped:
@@ -260,6 +293,7 @@ def build_report(config: pytest.Config) -> dict[str, Any] | None:
         ],
         "results": ordered,
         "totals": totals(ordered, catalogue),
+        "profiles": {name: totals(ordered, catalogue.profile(name)) for name in catalogue.profiles},
     }
 
 
@@ -292,9 +326,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if report is None:
         return
     terminalreporter.section(f"conformance: {report['implementation']} {report['version']}")
-    for level, counts in report["totals"].items():
-        shown = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-        terminalreporter.write_line(f"{level:6} {shown}")
+    for profile, by_level in report["profiles"].items():
+        ran = any(n for counts in by_level.values() for s, n in counts.items() if s != "NOT RUN")
+        if not ran:
+            continue
+        terminalreporter.write_line(f"{profile} profile:")
+        for level, counts in by_level.items():
+            shown = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+            if shown:
+                terminalreporter.write_line(f"  {level:6} {shown}")
     path = config.stash[_STATE].get("report_path")
     if path is not None:
         terminalreporter.write_line(f"report: {path}")

@@ -371,6 +371,15 @@ class WirePeer:
             if pressed is not None:
                 self.trigger_output = await pressed
 
+    async def fetch_rtc_configuration(self) -> Any:
+        """The RTCPeerConnection configuration the implementation's browser client would
+        use for its next connection, fetched as that client does (see
+        :meth:`~conformance.adapters.Adapter.rtc_configuration_for`). The suite's own peer
+        keeps host candidates on loopback whatever it says."""
+        fetch = self.wire.served.rtc_configuration_for
+        assert fetch is not None, "the adapter says nothing about rtc_configuration"
+        return await fetch(self)
+
     async def trigger_starts_at_click(self) -> bool:
         """Whether the trigger's click has a client-side listener (the browser starts at
         once instead of waiting for the queued listener's output)."""

@@ -11,8 +11,10 @@ import importlib
 
 from conformance.adapters.base import (
     CAPABILITIES,
+    FASTRTC_NAMES,
     Adapter,
     Api,
+    FastrtcApi,
     Input,
     Scenario,
     Served,
@@ -32,9 +34,11 @@ REGISTRY: dict[str, str] = {
 
 __all__ = [
     "CAPABILITIES",
+    "FASTRTC_NAMES",
     "REGISTRY",
     "Adapter",
     "Api",
+    "FastrtcApi",
     "Input",
     "Scenario",
     "Served",

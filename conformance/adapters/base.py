@@ -20,12 +20,13 @@ adapter's reason), never FAIL. See docs/adding-an-implementation.md.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import socket
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,6 +41,7 @@ CAPABILITIES: frozenset[str] = frozenset(
     | {
         "reply_on_pause",  # ReplyOnPause works offline (its pause detector is available)
         "additional_outputs",  # AdditionalOutputs + on_additional_outputs
+        "fastrtc",  # fastrtc's handler API (the fastrtc profile): FastrtcApi's names
     }
 )
 
@@ -61,6 +63,71 @@ class Api:
     AdditionalOutputs: type
     ReplyOnPause: type
     reply_on_pause: Callable[..., Any]
+
+
+#: The names of fastrtc's handler API (the fastrtc profile) the suite uses, as exported by
+#: the implementation's package (FAPI-001).
+FASTRTC_NAMES: tuple[str, ...] = (
+    "AsyncStreamHandler",
+    "VideoStreamHandler",
+    "CloseStream",
+    "Warning",
+    "WebRTCError",
+    "get_current_context",
+    "wait_for_item",
+    "audio_to_bytes",
+    "audio_to_file",
+    "audio_to_float32",
+    "audio_to_int16",
+    "aggregate_bytes_to_16bit",
+    "async_aggregate_bytes_to_16bit",
+)
+
+
+class NotExported:
+    """Stands for a name of :data:`FASTRTC_NAMES` the package does not export: using it
+    (calling, subclassing) fails with a message naming it."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        raise AttributeError(f"{self.module} does not export {self.name}")
+
+    __call__ = _fail
+    __mro_entries__ = _fail
+
+
+@dataclass(frozen=True)
+class FastrtcApi:
+    """fastrtc's handler API, as fastrtc's documentation uses it (the fastrtc profile):
+    each field is the package's export of that name (:data:`FASTRTC_NAMES`)."""
+
+    AsyncStreamHandler: Any
+    VideoStreamHandler: Any
+    CloseStream: Any
+    Warning: Any
+    WebRTCError: Any
+    get_current_context: Any
+    wait_for_item: Any
+    audio_to_bytes: Any
+    audio_to_file: Any
+    audio_to_float32: Any
+    audio_to_int16: Any
+    aggregate_bytes_to_16bit: Any
+    async_aggregate_bytes_to_16bit: Any
+
+    @classmethod
+    def from_module(cls, module_name: str) -> FastrtcApi:
+        """The names as ``module_name`` exports them (:class:`NotExported` where it does not)."""
+        module = importlib.import_module(module_name)
+        values = {}
+        for name in FASTRTC_NAMES:
+            try:
+                values[name] = getattr(module, name)
+            except AttributeError:
+                values[name] = NotExported(module_name, name)
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -99,6 +166,8 @@ class Scenario:
         concurrency_limit: ``stream(concurrency_limit=...)``; ``"default"`` passes nothing.
         components: how many WebRTC components (each with its own stream).
         show_error: ``launch(show_error=...)`` of the app.
+        webrtc_kwargs: more keyword arguments of ``WebRTC(...)`` (``rtc_configuration``).
+        needs_fastrtc: the handler uses fastrtc's handler API (capability ``fastrtc``).
     """
 
     mode: Mode
@@ -114,6 +183,8 @@ class Scenario:
     concurrency_limit: int | Literal["default"] | None = "default"
     components: int = 1
     show_error: bool = True
+    webrtc_kwargs: dict[str, Any] = field(default_factory=dict)
+    needs_fastrtc: bool = False
 
     @property
     def needs(self) -> frozenset[str]:
@@ -121,6 +192,8 @@ class Scenario:
         needs = {f"{self.modality}.{self.mode}"}
         if self.outputs:
             needs.add("additional_outputs")
+        if self.needs_fastrtc:
+            needs.add("fastrtc")
         return frozenset(needs)
 
 
@@ -142,7 +215,9 @@ class Served:
 
     ``periodic_ticks``: the client fires ``tick`` every 0.5 s (video send modes) / 1 s
     (receive mode) while connected, as gradio_webrtc's client does. ``tick_on_open``: the
-    client fires ``tick`` when the data channel opens.
+    client fires ``tick`` when the data channel opens. ``rtc_configuration_for(peer)``:
+    the RTCPeerConnection configuration the client would use for ``peer``'s next
+    connection (:meth:`Adapter.rtc_configuration_for`).
     """
 
     url: str
@@ -150,6 +225,7 @@ class Served:
     streams: list[ServedStream]
     periodic_ticks: bool = True
     tick_on_open: bool = True
+    rtc_configuration_for: Callable[[Any], Awaitable[Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -164,6 +240,8 @@ class Adapter(ABC):
     capabilities: frozenset[str] = frozenset()
     #: Why a capability is not claimed: shown as the UNSUPPORTED message.
     unsupported: dict[str, str] = {}  # noqa: RUF012 - read-only class default
+    #: Whose expectation file (conformance/expectations/<name>.toml) applies; None: its own.
+    expectations: str | None = None
     #: How the implementation's browser client ticks (see :class:`Served`).
     periodic_ticks: bool = True
     tick_on_open: bool = True
@@ -186,6 +264,22 @@ class Adapter(ABC):
     @abstractmethod
     def api(self) -> Api:
         """The implementation's public API."""
+
+    async def rtc_configuration_for(self, peer: Any) -> Any:
+        """The RTCPeerConnection configuration the implementation's browser client would
+        use for the next connection of ``peer`` (a :class:`~conformance.wire.WirePeer`).
+
+        Default: the component's ``rtc_configuration`` prop; adapters whose client asks
+        the server before each connection (a function as ``rtc_configuration``) do that.
+        """
+        component = await peer.wire.app.component(peer.ids.webrtc)
+        return component.get("props", {}).get("rtc_configuration")
+
+    def fastrtc_api(self) -> FastrtcApi:
+        """fastrtc's handler API as the implementation's package exports it (the fastrtc
+        profile); :class:`Unsupported` unless the adapter claims ``fastrtc``."""
+        self.require("fastrtc")
+        return FastrtcApi.from_module(self.module)
 
     def require(self, *capabilities: str) -> None:
         """Raise :class:`Unsupported` (with the adapter's reason) unless all are claimed."""
@@ -216,6 +310,7 @@ class Adapter(ABC):
                 streams=streams,
                 periodic_ticks=self.periodic_ticks,
                 tick_on_open=self.ticks_on_open(scenario),
+                rtc_configuration_for=self.rtc_configuration_for,
             )
 
 
@@ -270,6 +365,7 @@ def build_blocks(api: Api, scenario: Scenario) -> tuple[Any, list[ServedStream]]
             }
             if scenario.constructor_time_limit is not None:
                 kwargs["time_limit"] = scenario.constructor_time_limit
+            kwargs.update(scenario.webrtc_kwargs)
             webrtc = api.WebRTC(**kwargs)
             inputs = [_input_component(spec) for spec in scenario.inputs]
             button = gr.Button("Start") if scenario.mode == "receive" else None

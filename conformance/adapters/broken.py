@@ -46,7 +46,7 @@ DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # audio
     "stereo_dropped": ("stereo output chunks are dropped", ("AUD-011",)),
     # video
-    "bgr": ("video frames reach fn in BGR order", ("VID-003", "VID-006")),
+    "bgr": ("video frames reach fn in BGR order", ("VID-003", "VID-006", "FVID-004")),
     "size_fixed": (
         "a frame fn returns is cropped or padded to the input frame's size",
         ("VID-008",),
@@ -56,8 +56,24 @@ DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
         "the handler given to stream() serves every connection (copy() returns itself)",
         # copy() is how a connection gets a handler of its own: HND-008's connections each
         # need a handler configured for them, ERR-006's copy() never runs, and HND-005's
-        # eight echo sessions share one queue
-        ("HND-001", "HND-005", "HND-008", "API-013", "ERR-006"),
+        # eight echo sessions share one queue; so do FHND-001's two async echo sessions,
+        # FHND-006's senders share one flag, start_up and shutdown run on the template
+        # (FHND-002, FHND-003, FHND-010), FHND-009's handlers see two connections each,
+        # and FROP-003 never sees the copies it triggers
+        (
+            "HND-001",
+            "HND-005",
+            "HND-008",
+            "API-013",
+            "ERR-006",
+            "FHND-001",
+            "FHND-002",
+            "FHND-003",
+            "FHND-006",
+            "FHND-009",
+            "FHND-010",
+            "FROP-003",
+        ),
     ),
     "busy_idle_emit": (
         "an emit that returns None is called again after 0.5 ms instead of a frame period",
@@ -90,7 +106,7 @@ DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # lifecycle
     "shutdown_never": (
         "the handler's shutdown() is never called",
-        ("LIFE-001", "LIFE-003", "HND-009"),
+        ("LIFE-001", "LIFE-003", "HND-009", "FHND-010"),
     ),
     "foreign_tick": (
         "the tick event feeds whatever connection its webrtc_id names, from any session",
@@ -99,11 +115,41 @@ DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # errors
     "errors_unreported": (
         "exceptions in user code are logged but never reported to the client",
-        ("ERR-001", "ERR-004", "ERR-005", "ERR-007"),
+        ("ERR-001", "ERR-004", "ERR-005", "ERR-007", "FMSG-004"),
     ),
     "texts_revealed": (
         "exception texts reach the client even when the app does not show errors",
         ("ERR-007",),
+    ),
+    # the fastrtc profile
+    "export_missing": ("audio_to_file is not exported", ("FAPI-001", "FUTL-007")),
+    "sync_start_up_skipped": (
+        "a StreamHandler's start_up is never called (AsyncStreamHandler's still is)",
+        ("FHND-003", "FHND-004", "FHND-009"),
+    ),
+    "startup_fn_ignored": (
+        "ReplyOnPause ignores startup_fn",
+        ("FROP-001", "FROP-002"),
+    ),
+    "can_interrupt_ignored": (
+        "ReplyOnPause ignores can_interrupt=True (its reply cannot be interrupted)",
+        ("FROP-004",),
+    ),
+    "close_stream_unknown": (
+        "the exported CloseStream is not the class the runtime recognises",
+        ("FMSG-001", "FMSG-002"),
+    ),
+    "video_options_ignored": (
+        "VideoStreamHandler ignores fps and skip_frames",
+        ("FVID-001", "FVID-003"),
+    ),
+    "int16_wraps": (
+        "audio_to_int16 scales by 32768 without clipping: 1.0 wraps to -32768",
+        ("FUTL-002",),
+    ),
+    "rtc_configuration_once": (
+        "a function as rtc_configuration is called once and its value reused",
+        ("FICE-001", "FICE-002"),
     ),
 }
 
@@ -130,6 +176,22 @@ def expected_failures(defects: tuple[str, ...]) -> set[str]:
 # -- the defects -------------------------------------------------------------------------
 
 
+def _inside(wrap: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``wrap`` applied to a video function, or to the function inside a
+    VideoStreamHandler (keeping its fps and skip_frames)."""
+
+    @functools.wraps(wrap)
+    def apply(fn: Any) -> Any:
+        from webrtc_ref.handlers import VideoStreamHandler
+
+        if isinstance(fn, VideoStreamHandler):
+            return VideoStreamHandler(wrap(fn.callable), fps=fn.fps, skip_frames=fn.skip_frames)
+        return wrap(fn)
+
+    return apply
+
+
+@_inside
 def _bgr(fn: Any) -> Any:
     @functools.wraps(fn)
     def wrapper(frame: Any, *args: Any) -> Any:
@@ -140,6 +202,7 @@ def _bgr(fn: Any) -> Any:
     return wrapper
 
 
+@_inside
 def _size_fixed(fn: Any) -> Any:
     @functools.wraps(fn)
     def wrapper(frame: Any, *args: Any) -> Any:
@@ -247,6 +310,12 @@ def _patch(defects: tuple[str, ...]) -> None:
 
         connection.Connection.report_error = log_only  # type: ignore[method-assign]
 
+    if "export_missing" in defects:
+        import webrtc_ref
+
+        webrtc_ref._EXPORTS.pop("audio_to_file", None)  # type: ignore[attr-defined]
+        webrtc_ref.__dict__.pop("audio_to_file", None)
+
     if "texts_revealed" in defects:
         original_public = errors.public_message
 
@@ -258,13 +327,57 @@ def _patch(defects: tuple[str, ...]) -> None:
         server.public_message = reveal  # type: ignore[attr-defined]
 
 
+def _called_once(fn: Any) -> Any:
+    """``fn`` (sync or async), called the first time only; its value is reused."""
+    import inspect
+
+    kept: list[Any] = []
+    if inspect.iscoroutinefunction(fn):
+
+        async def once_async() -> Any:
+            if not kept:
+                kept.append(await fn())
+            return kept[0]
+
+        return once_async
+
+    def once() -> Any:
+        if not kept:
+            kept.append(fn())
+        return kept[0]
+
+    return once
+
+
+def _without_start_up(handler: Any) -> Any:
+    """``handler`` whose start_up, and its copies', does nothing (synchronous
+    StreamHandlers only)."""
+    original = handler.copy
+
+    def copy() -> Any:
+        clone = original()
+        clone.start_up = lambda: None
+        return clone
+
+    handler.copy = copy
+    handler.start_up = lambda: None
+    return handler
+
+
 def _broken_webrtc(defects: tuple[str, ...]) -> type:
     from webrtc_ref.component import WebRTC
-    from webrtc_ref.handlers import StreamHandler
+    from webrtc_ref.handlers import AsyncStreamHandler, StreamHandler
+    from webrtc_ref.reply_on_pause import ReplyOnPause
 
     with no_pyi_stubs():
 
         class BrokenWebRTC(WebRTC):  # type: ignore[misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                configuration = kwargs.get("rtc_configuration")
+                if "rtc_configuration_once" in defects and callable(configuration):
+                    kwargs["rtc_configuration"] = _called_once(configuration)
+                super().__init__(*args, **kwargs)
+
             def stream(  # type: ignore[override]
                 self, fn: Any = None, inputs: Any = None, outputs: Any = None, **kwargs: Any
             ) -> Any:
@@ -276,6 +389,12 @@ def _broken_webrtc(defects: tuple[str, ...]) -> type:
                 receive_audio = self.modality == "audio" and self.mode == "receive"
                 if "stereo_dropped" in defects and receive_audio and callable(fn):
                     fn = _no_stereo(fn)
+                if (
+                    "sync_start_up_skipped" in defects
+                    and isinstance(fn, StreamHandler)
+                    and not isinstance(fn, AsyncStreamHandler | ReplyOnPause)
+                ):
+                    fn = _without_start_up(fn)
                 if "no_copy" in defects and isinstance(fn, StreamHandler):
                     original = fn
                     fn.copy = lambda: original  # type: ignore[method-assign]
@@ -319,6 +438,10 @@ def _broken_reply_on_pause(defects: tuple[str, ...]) -> Callable[..., Any]:
             reply = without_inputs
         if reply is not fn:
             reply = _same_arity(fn, reply)
+        if "startup_fn_ignored" in defects:
+            kwargs.pop("startup_fn", None)
+        if "can_interrupt_ignored" in defects:
+            kwargs.pop("can_interrupt", None)
         return ReplyOnPause(reply, *args, **kwargs)
 
     return make
@@ -338,10 +461,47 @@ def _same_arity(original: Any, replacement: Any) -> Any:
     return lambda audio: replacement(audio)
 
 
+def _broken_fastrtc_api(api: Any, defects: tuple[str, ...]) -> Any:
+    import dataclasses
+
+    changes: dict[str, Any] = {}
+    if "close_stream_unknown" in defects:
+
+        class CloseStream:
+            def __init__(self, msg: str = "Stream closed") -> None:
+                self.msg = msg
+
+        changes["CloseStream"] = CloseStream
+    if "video_options_ignored" in defects:
+        video = api.VideoStreamHandler
+
+        def VideoStreamHandler(callable: Any, fps: float = 30, skip_frames: bool = False) -> Any:
+            return video(callable)
+
+        changes["VideoStreamHandler"] = VideoStreamHandler
+    if "int16_wraps" in defects:
+
+        def audio_to_int16(audio: Any) -> Any:
+            array = np.asarray(audio)
+            if array.dtype == np.int16:
+                return array
+            return np.rint(array.astype(np.float64) * 32768).astype(np.int64).astype(np.int16)
+
+        changes["audio_to_int16"] = audio_to_int16
+    return dataclasses.replace(api, **changes) if changes else api
+
+
 class BrokenAdapter(WebrtcRefAdapter):
     """webrtc_ref with the defects listed in :data:`DEFECTS`."""
 
     name = "broken"
+    #: broken is webrtc_ref: its deliberate departures are webrtc_ref's (expectation file)
+    expectations = "webrtc_ref"
+
+    def fastrtc_api(self) -> Any:
+        defects = active_defects()
+        _patch(defects)
+        return _broken_fastrtc_api(super().fastrtc_api(), defects)
 
     def api(self) -> Any:
         import dataclasses

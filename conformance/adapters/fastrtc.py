@@ -7,7 +7,8 @@ needs only numpy, av and onnxruntime) instead of letting fastrtc download one.
 
 fastrtc's browser client sends no periodic ticks: it fires ``tick`` once connected (not in
 the microphone component), other inputs reach the stream through their own ``change``
-events, and the server asks with ``{"type": "send_input"}``.
+events, and the server asks with ``{"type": "send_input"}``. Before each connection it
+calls the component's ``turn`` server function for its RTCPeerConnection configuration.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ class FastrtcAdapter(Adapter):
     def ticks_on_open(self, scenario: Any) -> bool:
         # fastrtc's client fires `tick` once connected, except in its microphone component
         return not (scenario.modality == "audio" and scenario.mode != "receive")
+
+    async def rtc_configuration_for(self, peer: Any) -> Any:
+        # its client calls the `turn` server function before each connection and uses
+        # the reply as is (a function as rtc_configuration is called there)
+        reply = await peer.wire.app.server_fn(
+            peer.ids.webrtc, "turn", {}, peer.session.session_hash
+        )
+        assert reply.status == 200, f"turn: HTTP {reply.status}: {str(reply.body)[:200]}"
+        return reply.body
 
     def version(self) -> str:
         from importlib.metadata import version

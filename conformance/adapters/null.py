@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from conformance.adapters.base import CAPABILITIES, Adapter, Api, no_pyi_stubs
+from conformance.adapters.base import CAPABILITIES, Adapter, Api, FastrtcApi, no_pyi_stubs
 
 
 class NullStreamHandler(ABC):
@@ -40,6 +40,69 @@ class NullReplyOnPause:
 
     def __init__(self, fn: Any, *args: Any, **kwargs: Any) -> None:
         self.fn = fn
+
+
+# -- fastrtc's handler API (the fastrtc profile): nothing behind it, and not exported under
+# fastrtc's names (FAPI-001)
+
+
+class NullAsyncStreamHandler:
+    """Not abstract, and never driven."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class NullVideoStreamHandler:
+    def __init__(self, callable: Any, fps: int = 30, skip_frames: bool = False) -> None:
+        self.callable, self.fps, self.skip_frames = callable, fps, skip_frames
+
+
+class NullCloseStream:
+    def __init__(self, msg: str = "Stream closed") -> None:
+        self.msg = msg
+
+
+class NullWebRTCError(Exception):
+    pass
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+async def _nothing_async(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _no_context() -> Any:
+    raise RuntimeError("no context")
+
+
+def _no_arrays(chunks: Any) -> Any:
+    return iter(())
+
+
+async def _no_arrays_async(chunks: Any) -> Any:
+    for _ in ():
+        yield None
+
+
+NULL_FASTRTC_API = FastrtcApi(
+    AsyncStreamHandler=NullAsyncStreamHandler,
+    VideoStreamHandler=NullVideoStreamHandler,
+    CloseStream=NullCloseStream,
+    Warning=_nothing,
+    WebRTCError=NullWebRTCError,
+    get_current_context=_no_context,
+    wait_for_item=_nothing_async,
+    audio_to_bytes=_nothing,
+    audio_to_file=_nothing,
+    audio_to_float32=_nothing,
+    audio_to_int16=_nothing,
+    aggregate_bytes_to_16bit=_no_arrays,
+    async_aggregate_bytes_to_16bit=_no_arrays_async,
+)
 
 
 def _null_webrtc() -> type:
@@ -71,6 +134,9 @@ class NullAdapter(Adapter):
 
     def version(self) -> str:
         return "0"
+
+    def fastrtc_api(self) -> FastrtcApi:
+        return NULL_FASTRTC_API
 
     def api(self) -> Api:
         return Api(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from conformance.adapters.base import CAPABILITIES, Adapter, Api
 
 
@@ -13,6 +15,21 @@ class WebrtcRefAdapter(Adapter):
     capabilities = CAPABILITIES
     periodic_ticks = True
     tick_on_open = True
+
+    async def rtc_configuration_for(self, peer: Any) -> Any:
+        # with a function as rtc_configuration (prop rtc_configuration_per_connection) its
+        # client calls the rtc_config server function before each connection
+        component = await peer.wire.app.component(peer.ids.webrtc)
+        props = component.get("props", {})
+        props = props.get("props", props)  # the browser's options (an HTML component's)
+        if props.get("rtc_configuration_per_connection") is not True:
+            return props.get("rtc_configuration")
+        reply = await peer.wire.app.server_fn(
+            peer.ids.webrtc, "rtc_config", {"webrtc_id": peer.webrtc_id}, peer.session.session_hash
+        )
+        body = reply.body
+        assert reply.status == 200 and isinstance(body, dict), f"rtc_config: {body!r}"[:300]
+        return body.get("rtc_configuration", body)
 
     def version(self) -> str:
         from webrtc_ref import __version__
