@@ -457,7 +457,7 @@ class Connection:
             exc_info=exc,
         )
         message = public_message(exc, error_id, show_error=self.spec.show_error())
-        self.send_message({"type": "error", "message": message})
+        self.send_message({"type": "error", "message": message, "data": message})
         return message
 
     def user_error(self, where: str, exc: BaseException) -> None:

@@ -35,9 +35,9 @@ class Warning(builtins.Exception):
     """A warning for the app's users; the stream goes on.
 
     Creating one in handler code shows ``message`` in the browser at once
-    (``{"type": "warning", "message": ...}``); it may also be yielded, returned or raised
-    from handler code (shown once; a raised one ends only the call that raised it, the
-    stream goes on). Outside handler code, creating one sends nothing.
+    (``{"type": "warning", "message": ..., "data": ...}``); it may also be yielded,
+    returned or raised from handler code (shown once; a raised one ends only the call that
+    raised it, the stream goes on). Outside handler code, creating one sends nothing.
     """
 
     def __init__(self, message: str = "Warning issued.") -> None:
@@ -47,7 +47,7 @@ class Warning(builtins.Exception):
         context = current_context_or_none()
         if context is not None:
             self.sent = True
-            context.send_message({"type": "warning", "message": self.message})
+            context.send_message({"type": "warning", "message": self.message, "data": self.message})
 
 
 def warning_message(warning: Warning) -> dict[str, str] | None:
@@ -55,7 +55,7 @@ def warning_message(warning: Warning) -> dict[str, str] | None:
     if warning.sent:
         return None
     warning.sent = True
-    return {"type": "warning", "message": warning.message}
+    return {"type": "warning", "message": warning.message, "data": warning.message}
 
 
 def is_user_facing(exc: BaseException) -> bool:

@@ -1210,7 +1210,8 @@ class ReplyOnPause(StreamHandler):
                 self._log_turn("response_finished")
             self._close_loop()
             if ours:
-                self.send_message({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
+                text = f"{type(exc).__name__}: {exc}"
+                self.send_message({"type": "error", "message": text, "data": text})
             elif isinstance(exc, Warning):
                 message = warning_message(exc)
                 if message is not None:

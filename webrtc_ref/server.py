@@ -620,8 +620,6 @@ class StreamServer:
             audio_frames_queued=sum(c.queued_audio_frames for c in connections),
             shutting_down=self._shutting_down,
             jitter={
-                c.tag: c.jitter_buffer.stats()
-                for c in connections
-                if c.jitter_buffer is not None
+                c.tag: c.jitter_buffer.stats() for c in connections if c.jitter_buffer is not None
             },
         )

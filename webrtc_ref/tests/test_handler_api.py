@@ -420,8 +420,12 @@ async def test_warnings_are_shown_and_the_stream_goes_on(servers: Any, peers: An
     await peer.wait_message(lambda m: "still quiet" in m, 5, "the raised warning")
     warnings = [m for m in peer.json_messages() if m.get("type") == "warning"]
     assert warnings == [
-        {"type": "warning", "message": "the microphone is quiet"},
-        {"type": "warning", "message": "still quiet"},
+        {
+            "type": "warning",
+            "message": "the microphone is quiet",
+            "data": "the microphone is quiet",
+        },
+        {"type": "warning", "message": "still quiet", "data": "still quiet"},
     ]
     audio = await collect_until_end(await peer.wait_remote(), limit_s=1.0)  # type: ignore[arg-type]
     assert tone_seconds(audio, 440) > 0.3 and end_stream(peer) is None
@@ -450,7 +454,9 @@ async def test_a_webrtc_error_is_shown_as_written_and_ends_the_stream(
     await connect(server, peer, wait=False)
     await peer.wait_message(lambda m: "end_stream" in m, 10, "end_stream")
     errors = [m for m in peer.json_messages() if m.get("type") == "error"]
-    assert errors == [{"type": "error", "message": "Your API key was refused"}]
+    assert errors == [
+        {"type": "error", "message": "Your API key was refused", "data": "Your API key was refused"}
+    ]
     assert end_stream(peer)["reason"] == "error"  # type: ignore[index]
 
 

@@ -1022,7 +1022,7 @@ def test_a_warning_from_fn_is_shown_and_only_the_turn_ends() -> None:
         if (item := handler.emit()) is not None:
             items.append(item)
     assert items == [FRAME]
-    assert {"type": "warning", "message": "speak up"} in ctx.messages
+    assert {"type": "warning", "message": "speak up", "data": "speak up"} in ctx.messages
     assert ctx.errors() == []
 
 
