@@ -115,7 +115,7 @@ DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # errors
     "errors_unreported": (
         "exceptions in user code are logged but never reported to the client",
-        ("ERR-001", "ERR-004", "ERR-005", "ERR-007", "FMSG-004"),
+        ("ERR-001", "ERR-004", "ERR-005", "ERR-007", "FMSG-004", "FMSG-005"),
     ),
     "texts_revealed": (
         "exception texts reach the client even when the app does not show errors",
