@@ -75,20 +75,6 @@ async def echo_app(handler: StreamHandler | None = None, **options: Any) -> Asyn
                 )
 
 
-@pytest.fixture
-async def peers() -> AsyncIterator[Any]:
-    made: list[ClientPeer] = []
-
-    def make(**kwargs: Any) -> ClientPeer:
-        peer = ClientPeer(**kwargs)
-        made.append(peer)
-        return peer
-
-    yield make
-    for peer in made:
-        await peer.close()
-
-
 async def real_offer() -> str:
     peer = ClientPeer(send=ToneAudioTrack(440))
     try:

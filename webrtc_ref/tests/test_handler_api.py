@@ -58,20 +58,6 @@ async def servers() -> AsyncIterator[Callable[..., StreamServer]]:
         await server.shutdown()
 
 
-@pytest.fixture
-async def peers() -> AsyncIterator[Callable[..., ClientPeer]]:
-    made: list[ClientPeer] = []
-
-    def make(**kwargs: Any) -> ClientPeer:
-        peer = ClientPeer(**kwargs)
-        made.append(peer)
-        return peer
-
-    yield make
-    for peer in made:
-        await peer.close()
-
-
 async def connect(server: StreamServer, peer: ClientPeer, *, wait: bool = True) -> None:
     """Offer and apply the answer; ``wait``: until connected (a handler that fails at once
     may end the connection before the client sees it connected)."""

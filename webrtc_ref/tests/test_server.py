@@ -75,20 +75,6 @@ async def servers() -> AsyncIterator[Callable[..., StreamServer]]:
         await server.shutdown()
 
 
-@pytest.fixture
-async def peers() -> AsyncIterator[Callable[..., ClientPeer]]:
-    made: list[ClientPeer] = []
-
-    def make(**kwargs: Any) -> ClientPeer:
-        peer = ClientPeer(**kwargs)
-        made.append(peer)
-        return peer
-
-    yield make
-    for peer in made:
-        await peer.close()
-
-
 async def collect_audio(track: MediaStreamTrack, seconds: float) -> np.ndarray:
     """Receive ``seconds`` of audio (48 kHz) from a remote track; return it mono float."""
     chunks: list[np.ndarray] = []
