@@ -803,7 +803,7 @@ class EagerVideoJitterBuffer(JitterBuffer):
 
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
         pli_flag, frame = super().add(packet)
-        if frame is None and packet.marker:
+        if frame is None:  # the head frame may be whole now (its marker, or a late part)
             frame = self._complete_head()
             if frame is not None:
                 self.eager_frames += 1
