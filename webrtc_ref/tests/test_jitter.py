@@ -788,7 +788,7 @@ async def test_video_receivers_get_the_eager_buffer(peers: Callable[..., ClientP
         connection = server.connection(peer.webrtc_id)
         assert connection is not None
         receiver = next(t.receiver for t in connection.pc.getTransceivers())
-        buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer")
+        buffer = getattr(receiver, jitter._PRIVATE + "jitter_buffer")
         assert isinstance(buffer, jitter.EagerVideoJitterBuffer)
         await async_wait_until(lambda: buffer.eager_frames >= 10, 10, "frames out at their marker")
     finally:
