@@ -27,17 +27,27 @@ class Context:
     """What handler code may know about the connection it serves.
 
     ``webrtc_id`` is the id the browser chose for the connection (the ``WebRTC``
-    component's value while it streams).
+    component's value while it streams); ``video_frame`` the newest camera frame of an
+    audio-video connection.
     """
 
     webrtc_id: str
     _sender: Callable[[], _Sender | None] = field(repr=False, compare=False, default=lambda: None)
+    _video: Callable[[], Any] = field(repr=False, compare=False, default=lambda: None)
 
     def send_message(self, message: str | dict[str, Any]) -> None:
         """Send ``message`` to this connection's browser (no-op once it has ended)."""
         sender = self._sender()
         if sender is not None:
             sender.send_message(message)
+
+    @property
+    def video_frame(self) -> Any:
+        """The newest camera frame of an audio-video connection, RGB ``ndarray (H, W, 3)
+        uint8`` (``None`` before the first one, and for other modalities). The array is
+        shared: copy it before changing it. E.g. a ReplyOnPause reply function looks at
+        what the camera shows when the user stopped talking."""
+        return self._video()
 
 
 _current: contextvars.ContextVar[Context | None] = contextvars.ContextVar(

@@ -633,6 +633,10 @@ class ReplyOnPause(StreamHandler):
             reply. ``ReplyOnPause(fn, startup_fn)`` (positional, as some apps write it)
             works too.
 
+    In an audio-video stream (``WebRTC(modality="audio-video")``) turn-taking runs on the
+    audio; the camera's frames go back unchanged (override :meth:`video_emit` to draw on
+    them) and ``fn`` reads the newest one as ``get_current_context().video_frame``.
+
     Turn events: the browser is sent ``{"type": "log", "data": EVENT}`` for each of
     :data:`TURN_EVENTS`: ``started_talking`` when speech starts, ``pause_detected`` when
     the turn ends, ``response_starting`` when ``fn``'s reply begins and
@@ -682,6 +686,8 @@ class ReplyOnPause(StreamHandler):
             if not isinstance(expected_layout, str):
                 expected_layout = "mono"
         super().__init__(expected_layout, output_sample_rate, output_frame_size, input_sample_rate)
+        self._video_cond = threading.Condition()
+        self._video_frame: NDArray[np.uint8] | None = None
         if not callable(fn):
             raise TypeError(f"fn must be callable (a (async) generator function), got {fn!r}")
         if startup_fn is not None and not callable(startup_fn):
@@ -769,6 +775,25 @@ class ReplyOnPause(StreamHandler):
             args_timeout=self.args_timeout,
             startup_fn=self.startup_fn,
         )
+
+    # -- audio-video -----------------------------------------------------------------
+    def video_receive(self, frame: NDArray[np.uint8]) -> None:
+        """In an audio-video stream: keep the newest camera frame for :meth:`video_emit`
+        (turn-taking runs on the audio alone; the reply function reads the newest frame
+        as ``get_current_context().video_frame``)."""
+        with self._video_cond:
+            self._video_frame = frame
+            self._video_cond.notify_all()
+
+    def video_emit(self) -> NDArray[np.uint8] | None:
+        """In an audio-video stream: the video sent back, by default each camera frame
+        once, unchanged. Override it to draw on the frames (``self.state`` tells the turn's
+        phase); waits at most a frame period for a new frame."""
+        with self._video_cond:
+            if self._video_frame is None:
+                self._video_cond.wait(1 / 30)
+            frame, self._video_frame = self._video_frame, None
+        return frame
 
     def set_args(self, args: list[Any]) -> None:
         """Store the other inputs' values (runtime) and wake ``emit``."""

@@ -851,6 +851,9 @@ class AudioVideoRunner(HandlerRunner):
         )
         self._video_wakeup = _Doorbell()
         self._async_video_wakeup: asyncio.Event | None = None
+        #: The newest inbound frame as given to ``video_receive`` (Context.video_frame).
+        self.latest_video: np.ndarray | None = None
+        self.context = Context(hooks.webrtc_id, lambda: self.hooks, lambda: self.latest_video)
         self.video_receive_calls = 0
         self.video_emit_calls = 0
         self.video_frames_out = 0
@@ -883,7 +886,11 @@ class AudioVideoRunner(HandlerRunner):
 
     def _take_video(self) -> np.ndarray | None:
         frame = self._video_backlog.take(self._stopping, newest_only=True)
-        return None if frame is None else video_frame_to_array(frame)
+        if frame is None:
+            return None
+        array = video_frame_to_array(frame)
+        self.latest_video = array
+        return array
 
     # -- sync handlers -------------------------------------------------------------
     def _video_receive_loop(self) -> None:

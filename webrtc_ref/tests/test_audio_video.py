@@ -263,3 +263,41 @@ def test_construction_rules() -> None:
         WebRTC(modality="audio-video", track_constraints={"width": 640})
     with pytest.raises(ValueError, match="AudioVideoStreamHandler"):
         StreamServer(mode="send-receive", modality="audio-video", handler=EchoHandler())
+
+
+@pytest.mark.slow
+async def test_reply_on_pause_reads_the_newest_camera_frame(
+    servers: Callable[..., StreamServer], peers: Callable[..., ClientPeer]
+) -> None:
+    """Turn-taking runs on the audio; the reply function sees the newest camera frame
+    (``get_current_context().video_frame``); the camera's frames come back unchanged."""
+    from fixtures.speech import build_scenario
+    from fixtures.tracks import ArrayAudioTrack
+    from fixtures.video import read_frame_id
+    from webrtc_ref import ReplyOnPause, get_current_context
+
+    seen: list[tuple[int | None, int]] = []  # (id of the frame read, newest id sent)
+
+    def reply(audio: tuple[int, np.ndarray]) -> Any:
+        frame = get_current_context().video_frame
+        seen.append((None if frame is None else read_frame_id(frame), max(camera.sent)))
+        yield AdditionalOutputs(seen[-1][0])
+
+    scenario = build_scenario("speech_pause_speech")
+    server = servers(ReplyOnPause(reply))
+    camera = BarcodeVideoTrack(320, 240, fps=30, start_id=5000)
+    peer = peers(send=[ArrayAudioTrack(scenario.audio, scenario.sample_rate), camera])
+    await connect(server, peer)
+    video = FrameRecorder(peer.remotes["video"])
+    await video.start()
+    assert await video.wait_for(20, 15)
+    ids = video.ids()
+    assert ids == sorted(ids) and ids[0] >= 5000
+    duration = len(scenario.audio) / scenario.sample_rate
+    speech = [s for s in scenario.segments if s.kind == "speech"]
+    await async_wait_until(lambda: len(seen) >= len(speech), duration + 10, "a reply per turn")
+    for got, newest in seen:
+        assert got is not None and got >= 5000, seen
+        # the newest frame: sent less than half a second before the reply looked at it
+        assert newest - got < 15, seen
+    await video.stop()
