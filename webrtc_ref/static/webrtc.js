@@ -85,6 +85,7 @@ const S = {
   turns: [], // turn states shown ({state, at: performance.now()}, capped), for tests
   triggerStarts: [], // receive mode: starts by one half of a trigger, awaiting the other
   trickle: null, // the current session's late ICE candidates (see trickle())
+  switching: null, // the device picker change being applied (see switchDevice())
   starts: { total: 0, early: 0, confirmed: 0 }, // counts, for tests
 };
 
@@ -275,6 +276,17 @@ async function missingKinds(c) {
   }
 }
 
+// audio-video: the device a constraint that could not be met belongs to.
+function constrainedKind(c, constraint) {
+  const inKind = (kind) => {
+    const constraints = nestedConstraints(c, kind);
+    return isObject(constraints) && constraint in constraints;
+  };
+  if (inKind("video") && !inKind("audio")) return "camera";
+  if (inKind("audio") && !inKind("video")) return "microphone";
+  return kindLabel(c);
+}
+
 async function getLocalMedia(c, only) {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     throw new ClientError(
@@ -289,6 +301,7 @@ async function getLocalMedia(c, only) {
     if (c.modality === "audio-video") {
       if (only) what = only === "audio" ? "microphone" : "camera";
       else if (err && err.name === "NotFoundError") what = await missingKinds(c);
+      else if (err && err.name === "OverconstrainedError") what = constrainedKind(c, err.constraint);
     }
     throw new ClientError(describeMediaError(err, c, what), "media_error");
   }
@@ -321,7 +334,15 @@ async function refreshDevices() {
   }
 }
 
-async function switchDevice(kind) {
+// Picker changes are applied one after another: a change made while the previous one is
+// still opening its device waits for it (two at once could each keep a track).
+function switchDevice(kind) {
+  const run = () => reopenDevice(kind).catch(() => {});
+  S.switching = (S.switching || Promise.resolve()).then(run, run);
+  return S.switching;
+}
+
+async function reopenDevice(kind) {
   const c = cfg();
   if (!S.pc || !S.localStream || S.state !== "streaming") return;
   const session = S.session;
