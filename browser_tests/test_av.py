@@ -369,8 +369,8 @@ def test_echo_av_demo_mirrors_and_draws_the_level(open_peer: Callable[..., Peer]
         )
         seen = []
         for _ in range(5):
-            rgb = poll(
-                lambda: (g := peer.grab()[0]) is not None and bar_fill(g) and g,
+            (rgb,) = poll(
+                lambda: bar_fill(g := peer.grab()[0]) and (g,),
                 DEADLINE,
                 "a frame with a partly filled level bar",
             )
