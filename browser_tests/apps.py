@@ -116,3 +116,74 @@ def unreachable_stun_app(stun_url: str) -> tuple[gr.Blocks, WebRTC]:
         )
         video.stream(identity, inputs=[video], outputs=[video], time_limit=60)
     return demo, video
+
+
+#: track_constraints of the audio-video echo: nested per kind; Chrome's audio processing
+#: off (levels are compared) and the fake camera's own size.
+AV_CONSTRAINTS: dict[str, Any] = {
+    "audio": NO_PROCESSING,
+    "video": {"width": {"ideal": 320}, "height": {"ideal": 240}},
+}
+#: A camera constraint no device meets (the client must fail before any offer).
+AV_IMPOSSIBLE: dict[str, Any] = {"audio": NO_PROCESSING, "video": {"width": {"exact": 9999}}}
+
+
+def av_echo_handler() -> Any:
+    """An AudioVideoStreamHandler that sends back what it gets: audio through one queue,
+    video frames (unchanged, so their barcodes read back) through another."""
+    from queue import Empty, Queue
+
+    from webrtc_ref import AudioVideoStreamHandler
+
+    class EchoBoth(AudioVideoStreamHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.audio: Queue[tuple[int, np.ndarray]] = Queue()
+            self.video: Queue[np.ndarray] = Queue(maxsize=30)
+
+        def receive(self, frame: tuple[int, np.ndarray]) -> None:
+            self.audio.put(frame)
+
+        def emit(self) -> tuple[int, np.ndarray] | None:
+            try:
+                return self.audio.get(timeout=0.5)
+            except Empty:
+                return None
+
+        def video_receive(self, frame: np.ndarray) -> None:
+            if not self.video.full():
+                self.video.put(frame)
+
+        def video_emit(self) -> np.ndarray | None:
+            try:
+                return self.video.get(timeout=0.1)
+            except Empty:
+                return None
+
+        def copy(self) -> EchoBoth:
+            return EchoBoth()
+
+    return EchoBoth()
+
+
+def av_app() -> tuple[gr.Blocks, dict[str, WebRTC]]:
+    """Three audio-video echo streams: ``echo`` (time_limit 60), ``timed`` (time_limit
+    TIME_LIMIT) and ``impossible`` (a camera constraint no device can meet)."""
+    components: dict[str, WebRTC] = {}
+    with gr.Blocks(title="audio-video") as demo:
+        for name, limit, constraints in (
+            ("echo", 60.0, AV_CONSTRAINTS),
+            ("timed", TIME_LIMIT, AV_CONSTRAINTS),
+            ("impossible", 60.0, AV_IMPOSSIBLE),
+        ):
+            av = WebRTC(
+                label=name,
+                elem_id=name,
+                mode="send-receive",
+                modality="audio-video",
+                track_constraints=constraints,
+                height=240 if name == "echo" else 120,
+            )
+            av.stream(av_echo_handler(), inputs=[av], outputs=[av], time_limit=limit)
+            components[name] = av
+    return demo, components

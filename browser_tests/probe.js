@@ -109,7 +109,10 @@
       }
     }, 20);
     // Audio: get the recorder ready now, so that it hears the first received sample.
-    if (s.modality === "audio") s.tap = makeTap(s);
+    // audio-video sessions get both: the frame watcher and the audio tap.
+    const av = s.modality === "audio-video";
+    if (s.modality === "audio" || av) s.tap = makeTap(s);
+    let videoWatched = false;
     const wait = setInterval(() => {
       const w = api();
       if (!s.active || !w) return s.active ? undefined : clearInterval(wait);
@@ -120,11 +123,16 @@
         }
         return;
       }
-      if (!s.tap.local && w.localStream) s.tap.local = connect(s.tap, w.localStream, 0);
-      if (!s.tap.remote && w.remoteStream) s.tap.remote = connect(s.tap, w.remoteStream, 1);
+      if (av && !videoWatched && w.remoteStream && w.remoteStream.getVideoTracks().length) {
+        videoWatched = true;
+        watchVideo(root, rec, s);
+      }
+      const hasAudio = (stream) => stream && (!av || stream.getAudioTracks().length > 0);
+      if (!s.tap.local && hasAudio(w.localStream)) s.tap.local = connect(s.tap, w.localStream, 0);
+      if (!s.tap.remote && hasAudio(w.remoteStream)) s.tap.remote = connect(s.tap, w.remoteStream, 1);
       const needsLocal = s.mode !== "receive";
       const needsRemote = s.mode !== "send";
-      if ((!needsLocal || s.tap.local) && (!needsRemote || s.tap.remote)) clearInterval(wait);
+      if ((!needsLocal || s.tap.local) && (!needsRemote || s.tap.remote) && (!av || videoWatched)) clearInterval(wait);
     }, 5);
   }
 

@@ -33,6 +33,8 @@ PLAN: dict[str, tuple[str, str | None]] = {
     "echo-video": ("tone", "start"),
     "receive-video": ("tone", "Start"),
     "additional-outputs": ("speech", "start"),
+    "echo-av": ("tone", "start"),
+    "av-turns": ("speech", "start"),
 }
 
 
@@ -69,6 +71,8 @@ def test_demo_streams_and_screenshot(
                 "Webcam filter",
                 "Server video",
                 "Additional outputs",
+                "Echo, audio+video",
+                "Turns, audio+video",
             ], config_tabs
             save_screenshot(peer, name)
             return
@@ -87,7 +91,7 @@ def test_demo_streams_and_screenshot(
         else:
             # reply-on-pause: the first reply comes after the first utterance (~4 s).
             session = peer.wait_first_media(timeout=20)
-        if peer.attr("data-modality") == "video":
+        if peer.attr("data-modality") in ("video", "audio-video"):
             poll(lambda: peer.session()["frames"] >= 15, 10, "half a second of video")
         save_screenshot(peer, name)
         peer.stop()

@@ -505,6 +505,7 @@ class WebRTC(gr.HTML):
         track_constraints = _json_dict("track_constraints", track_constraints, allow_none=False)
         if modality == "audio-video" and track_constraints is not None:
             _check_nested_constraints(track_constraints)
+            track_constraints = {**default_track_constraints(modality), **track_constraints}
         time_limit = _positive_number("time_limit", time_limit)
         if not isinstance(mirror_webcam, bool):
             raise ValueError(f"mirror_webcam must be True or False; got {mirror_webcam!r}")

@@ -40,6 +40,12 @@ DEMOS: dict[str, Demo] = {
     "additional-outputs": Demo(
         "webrtc_ref.demos.additional_outputs", "voice turns described in a Chatbot"
     ),
+    "echo-av": Demo(
+        "webrtc_ref.demos.echo_av", "camera and voice: mirrored picture with your level, echo"
+    ),
+    "av-turns": Demo(
+        "webrtc_ref.demos.av_turns", "camera and voice: turn state drawn over your picture"
+    ),
 }
 
 DEFAULT_DEMO = "all"

@@ -15,6 +15,8 @@ TABS: list[tuple[str, str]] = [
     ("Webcam filter", "video_filter"),
     ("Server video", "receive_video"),
     ("Additional outputs", "additional_outputs"),
+    ("Echo, audio+video", "echo_av"),
+    ("Turns, audio+video", "av_turns"),
 ]
 
 

@@ -39,7 +39,8 @@ const ui = {
   timebar: q(".wr-timebar"),
   timebarFill: q(".wr-timebar-fill"),
   timebarLabel: q(".wr-timebar-label"),
-  device: q(".wr-device"),
+  device: q(".wr-device"), // the modality's input; the camera in audio-video
+  deviceMic: q(".wr-device-mic"), // audio-video only: the microphone
   start: q(".wr-start"),
   stop: q(".wr-stop"),
   status: q(".wr-status"),
@@ -84,6 +85,7 @@ const S = {
   turns: [], // turn states shown ({state, at: performance.now()}, capped), for tests
   triggerStarts: [], // receive mode: starts by one half of a trigger, awaiting the other
   trickle: null, // the current session's late ICE candidates (see trickle())
+  switching: null, // the device picker change being applied (see switchDevice())
   starts: { total: 0, early: 0, confirmed: 0 }, // counts, for tests
 };
 
@@ -91,10 +93,13 @@ const S = {
 
 function cfg() {
   const mode = ["send-receive", "send", "receive"].includes(props.mode) ? props.mode : "send-receive";
-  const modality = props.modality === "audio" ? "audio" : "video";
+  const modality = props.modality === "audio" || props.modality === "audio-video" ? props.modality : "video";
   return {
     mode,
     modality,
+    // audio-video sends and receives both kinds (the server allows only send-receive)
+    hasAudio: modality !== "video",
+    hasVideo: modality !== "audio",
     sends: mode !== "receive",
     receives: mode !== "send",
     rtcConfiguration: isObject(props.rtc_configuration) ? props.rtc_configuration : null,
@@ -139,6 +144,7 @@ function setState(state, text) {
   ui.start.disabled = false;
   ui.stop.hidden = !active;
   ui.device.hidden = !c.sends || ui.device.options.length === 0;
+  ui.deviceMic.hidden = c.modality !== "audio-video" || !c.sends || ui.deviceMic.options.length === 0;
   ui.timebar.hidden = !(state === "streaming" && c.timeLimit);
   const fallback = STATUS_TEXT[state] ? STATUS_TEXT[state](c) : "";
   ui.status.textContent = text || fallback;
@@ -175,14 +181,19 @@ function layout() {
   const c = cfg();
   root.dataset.mode = c.mode;
   root.dataset.modality = c.modality;
-  const video = c.modality === "video";
+  const video = c.hasVideo;
   ui.remote.hidden = !video || !c.receives;
   ui.local.hidden = !video || !c.sends;
   ui.local.classList.toggle("wr-pip", video && c.sends && c.receives);
   ui.local.classList.toggle("wr-mirror", c.mirror);
-  ui.audioView.hidden = video;
-  ui.meterIn.hidden = video || !c.sends;
-  ui.meterOut.hidden = video || !c.receives;
+  // audio-video: the meters lie over the video (see webrtc.css), without the audio icon
+  ui.audioView.hidden = !c.hasAudio;
+  ui.meterIn.hidden = !c.hasAudio || !c.sends;
+  ui.meterOut.hidden = !c.hasAudio || !c.receives;
+  const av = c.modality === "audio-video";
+  ui.device.setAttribute("aria-label", av ? "Camera" : "Input device");
+  if (av) ui.device.title = "Camera";
+  else ui.device.removeAttribute("title");
   ui.stage.style.height = cssSize(c.height);
   if (cssSize(c.height)) root.dataset.sized = "";
   else delete root.dataset.sized;
@@ -193,10 +204,41 @@ function layout() {
 // ---------------------------------------------------------------- media helpers
 
 function kindLabel(c) {
+  if (c.modality === "audio-video") return "camera and microphone";
   return c.modality === "audio" ? "microphone" : "camera";
 }
 
-function mediaConstraints(c) {
+// The device pickers of a modality: [select, enumerateDevices kind, what it picks].
+function pickers(c) {
+  if (c.modality === "audio-video") {
+    return [
+      [ui.device, "videoinput", "camera"],
+      [ui.deviceMic, "audioinput", "microphone"],
+    ];
+  }
+  return c.modality === "audio" ? [[ui.device, "audioinput", "microphone"]] : [[ui.device, "videoinput", "camera"]];
+}
+
+function withDevice(constraints, deviceId) {
+  if (!deviceId) return constraints;
+  return Object.assign({}, isObject(constraints) ? constraints : {}, { deviceId: { exact: deviceId } });
+}
+
+// audio-video: track_constraints is {audio: ..., video: ...}; a kind it leaves out (or
+// track_constraints true) gets the browser's defaults.
+function nestedConstraints(c, kind) {
+  const tc = c.trackConstraints;
+  if (!isObject(tc) || tc[kind] === undefined || tc[kind] === null) return true;
+  return tc[kind];
+}
+
+// getUserMedia constraints; `only` ("audio" or "video") asks audio-video for one kind.
+function mediaConstraints(c, only) {
+  if (c.modality === "audio-video") {
+    const audio = withDevice(nestedConstraints(c, "audio"), ui.deviceMic.value);
+    const video = withDevice(nestedConstraints(c, "video"), ui.device.value);
+    return { audio: only === "video" ? false : audio, video: only === "audio" ? false : video };
+  }
   let constraints = c.trackConstraints;
   const deviceId = ui.device.value;
   if (deviceId) {
@@ -207,19 +249,45 @@ function mediaConstraints(c) {
   return c.modality === "audio" ? { audio: constraints, video: false } : { video: constraints, audio: false };
 }
 
-function describeMediaError(err, c) {
-  const what = kindLabel(c);
+function describeMediaError(err, c, what) {
+  what = what || kindLabel(c);
   const name = err && err.name;
+  const is = what.includes(" and ") ? "are" : "is";
   if (name === "NotAllowedError" || name === "SecurityError")
     return `Permission to use the ${what} was denied. Allow it in the browser and press Start again.`;
-  if (name === "NotFoundError") return `No ${what} was found.`;
-  if (name === "NotReadableError") return `The ${what} is in use by another application or could not be opened.`;
+  if (name === "NotFoundError") return `No ${what.replace(" and ", " or ")} was found.`;
+  if (name === "NotReadableError") return `The ${what} ${is} in use by another application or could not be opened.`;
   if (name === "OverconstrainedError")
     return `The ${what} cannot satisfy track_constraints (constraint: ${err.constraint || "unknown"}).`;
   return `Could not open the ${what}: ${(err && err.message) || err}`;
 }
 
-async function getLocalMedia(c) {
+// audio-video: which of the two kinds getUserMedia could not find ("camera",
+// "microphone", or both when the device list cannot tell).
+async function missingKinds(c) {
+  try {
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    const missing = pickers(c)
+      .filter(([, kind]) => !devices.some((d) => d.kind === kind))
+      .map(([, , label]) => label);
+    return missing.length === 1 ? missing[0] : kindLabel(c);
+  } catch (err) {
+    return kindLabel(c);
+  }
+}
+
+// audio-video: the device a constraint that could not be met belongs to.
+function constrainedKind(c, constraint) {
+  const inKind = (kind) => {
+    const constraints = nestedConstraints(c, kind);
+    return isObject(constraints) && constraint in constraints;
+  };
+  if (inKind("video") && !inKind("audio")) return "camera";
+  if (inKind("audio") && !inKind("video")) return "microphone";
+  return kindLabel(c);
+}
+
+async function getLocalMedia(c, only) {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     throw new ClientError(
       "Media devices are unavailable: open the page over HTTPS or on localhost.",
@@ -227,44 +295,60 @@ async function getLocalMedia(c) {
     );
   }
   try {
-    return await navigator.mediaDevices.getUserMedia(mediaConstraints(c));
+    return await navigator.mediaDevices.getUserMedia(mediaConstraints(c, only));
   } catch (err) {
-    throw new ClientError(describeMediaError(err, c), "media_error");
+    let what = null;
+    if (c.modality === "audio-video") {
+      if (only) what = only === "audio" ? "microphone" : "camera";
+      else if (err && err.name === "NotFoundError") what = await missingKinds(c);
+      else if (err && err.name === "OverconstrainedError") what = constrainedKind(c, err.constraint);
+    }
+    throw new ClientError(describeMediaError(err, c, what), "media_error");
   }
 }
 
 async function refreshDevices() {
   const c = cfg();
   if (!c.sends || !navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
-  const kind = c.modality === "audio" ? "audioinput" : "videoinput";
-  let devices = [];
+  let all;
   try {
-    devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === kind && d.deviceId);
+    all = await navigator.mediaDevices.enumerateDevices();
   } catch (err) {
     return;
   }
-  const active = S.localStream && S.localStream.getTracks()[0];
-  const activeId = active && active.getSettings ? active.getSettings().deviceId : null;
-  const selected = ui.device.value || activeId;
-  ui.device.replaceChildren(
-    ...devices.map((d, i) => {
-      const option = document.createElement("option");
-      option.value = d.deviceId;
-      option.textContent = d.label || `${kindLabel(c)} ${i + 1}`;
-      return option;
-    }),
-  );
-  if (selected && devices.some((d) => d.deviceId === selected)) ui.device.value = selected;
-  ui.device.hidden = devices.length === 0;
+  for (const [select, kind, label] of pickers(c)) {
+    const devices = all.filter((d) => d.kind === kind && d.deviceId);
+    const active = S.localStream && S.localStream.getTracks().find((t) => t.kind + "input" === kind);
+    const activeId = active && active.getSettings ? active.getSettings().deviceId : null;
+    const selected = select.value || activeId;
+    select.replaceChildren(
+      ...devices.map((d, i) => {
+        const option = document.createElement("option");
+        option.value = d.deviceId;
+        option.textContent = d.label || `${label} ${i + 1}`;
+        return option;
+      }),
+    );
+    if (selected && devices.some((d) => d.deviceId === selected)) select.value = selected;
+    select.hidden = devices.length === 0;
+  }
 }
 
-async function switchDevice() {
+// Picker changes are applied one after another: a change made while the previous one is
+// still opening its device waits for it (two at once could each keep a track).
+function switchDevice(kind) {
+  const run = () => reopenDevice(kind).catch(() => {});
+  S.switching = (S.switching || Promise.resolve()).then(run, run);
+  return S.switching;
+}
+
+async function reopenDevice(kind) {
   const c = cfg();
   if (!S.pc || !S.localStream || S.state !== "streaming") return;
   const session = S.session;
   let stream;
   try {
-    stream = await getLocalMedia(c);
+    stream = await getLocalMedia(c, c.modality === "audio-video" ? kind : undefined);
   } catch (err) {
     showWarning(err.message);
     return;
@@ -276,7 +360,15 @@ async function switchDevice() {
   const track = stream.getTracks()[0];
   const sender = S.pc.getSenders().find((s) => s.track && s.track.kind === track.kind);
   if (sender) await sender.replaceTrack(track);
-  stopStream(S.localStream);
+  if (c.modality === "audio-video") {
+    // Only the picked kind is reopened; the other track goes on as it is.
+    if (session !== S.session) return track.stop();
+    const kept = S.localStream.getTracks().filter((t) => t.kind !== track.kind);
+    for (const old of S.localStream.getTracks()) if (old.kind === track.kind) old.stop();
+    stream = new MediaStream([...kept, track].sort((a, b) => (a.kind === "audio" ? -1 : b.kind === "audio" ? 1 : 0)));
+  } else {
+    stopStream(S.localStream);
+  }
   S.localStream = stream;
   showLocal(stream, c);
 }
@@ -291,12 +383,18 @@ function showLocal(stream, c) {
   if (c.modality === "video") {
     ui.local.srcObject = stream;
     ui.local.play().catch(() => {});
+  } else if (c.modality === "audio-video") {
+    // The preview is muted (see webrtc.html); the in meter shows the microphone.
+    ui.local.srcObject = stream;
+    ui.local.play().catch(() => {});
+    startMeter(stream, ui.meterIn, "in");
   } else {
     startMeter(stream, ui.meterIn, "in");
   }
 }
 
 function attachRemote(ev, c) {
+  if (c.modality === "audio-video") return attachRemoteAudioVideo(ev);
   const stream = ev.streams && ev.streams[0] ? ev.streams[0] : new MediaStream([ev.track]);
   S.remoteStream = stream;
   if (c.modality === "video") {
@@ -308,6 +406,23 @@ function attachRemote(ev, c) {
     ui.audio.muted = false;
     ui.audio.play().catch(() => {});
     startMeter(stream, ui.meterOut, "out");
+  }
+}
+
+// audio-video: both remote tracks go into one MediaStream played by the remote <video>,
+// so one element renders the picture and plays the sound (the browser synchronises the
+// tracks of the answer's one stream, and one element keeps them in one playout).
+function attachRemoteAudioVideo(ev) {
+  if (!S.remoteStream) S.remoteStream = new MediaStream();
+  const stream = S.remoteStream;
+  if (!stream.getTracks().includes(ev.track)) stream.addTrack(ev.track);
+  if (ui.remote.srcObject !== stream) ui.remote.srcObject = stream;
+  ui.remote.volume = 1;
+  ui.remote.muted = false;
+  ui.remote.play().catch(() => {});
+  if (ev.track.kind === "audio") {
+    stopMeters("out");
+    startMeter(new MediaStream([ev.track]), ui.meterOut, "out");
   }
 }
 
@@ -724,8 +839,15 @@ async function start() {
     });
     pc.addEventListener("track", (ev) => session === S.session && attachRemote(ev, c));
     pc.addEventListener("connectionstatechange", () => onConnectionState(session, pc));
-    if (S.localStream) {
+    if (S.localStream && c.modality === "audio-video") {
+      // One sendrecv transceiver per kind, audio first, as the server expects.
+      for (const kind of ["audio", "video"]) {
+        for (const track of S.localStream.getTracks()) if (track.kind === kind) pc.addTrack(track, S.localStream);
+      }
+    } else if (S.localStream) {
       for (const track of S.localStream.getTracks()) pc.addTrack(track, S.localStream);
+    } else if (c.modality === "audio-video") {
+      for (const kind of ["audio", "video"]) pc.addTransceiver(kind, { direction: "recvonly" });
     } else {
       pc.addTransceiver(c.modality, { direction: "recvonly" });
     }
@@ -762,7 +884,8 @@ ui.start.addEventListener("click", () => {
   start();
 });
 ui.stop.addEventListener("click", () => stop());
-ui.device.addEventListener("change", () => switchDevice());
+ui.device.addEventListener("change", () => switchDevice(cfg().modality === "audio-video" ? "video" : undefined));
+ui.deviceMic.addEventListener("change", () => switchDevice("audio"));
 if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
   navigator.mediaDevices.addEventListener("devicechange", () => refreshDevices());
 }

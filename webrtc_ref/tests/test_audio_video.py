@@ -259,6 +259,9 @@ def test_construction_rules() -> None:
         WebRTC(modality="audio-video", mode="receive")
     component = WebRTC(modality="audio-video", mode="send-receive")
     assert set(component.track_constraints) == {"audio", "video"}
+    partial = WebRTC(modality="audio-video", track_constraints={"video": {"width": 320}})
+    assert partial.track_constraints["video"] == {"width": 320}
+    assert partial.track_constraints["audio"] == component.track_constraints["audio"]
     with pytest.raises(ValueError, match="track_constraints"):
         WebRTC(modality="audio-video", track_constraints={"width": 640})
     with pytest.raises(ValueError, match="AudioVideoStreamHandler"):
