@@ -409,9 +409,8 @@ class WebRTC(gr.HTML):
             audio, audio-video): ``"aiortc"``, aiortc's own (about 80 ms per packet); or
             ``"adaptive"``, webrtc_ref's jitter buffer, which hands each packet on as soon
             as it is in order and conceals lost ones with Opus packet-loss concealment.
-            ``None`` (default): ``"adaptive"`` for audio-video (its audio then keeps step
-            with the video), ``"aiortc"`` for audio (adaptive stays opt-in there until its
-            echo of Chromium's audio is as clean as aiortc's). An explicit ``"adaptive"``
+            ``None`` (default): ``"adaptive"`` on a tested aiortc version, ``"aiortc"``
+            (logged) on another (``webrtc_ref.jitter.default_choice``). An explicit ``"adaptive"``
             needs an aiortc version it was tested with
             (``webrtc_ref.jitter.TESTED_AIORTC_VERSIONS``); ``stream()`` raises
             ``RuntimeError`` otherwise. Video frames go to the handler as soon as their

@@ -664,13 +664,28 @@ class AdaptiveJitterBuffer:
 
 
 def default_choice(modality: str) -> JitterBufferChoice:
-    """The jitter buffer a stream gets when none is chosen: ``"adaptive"`` for audio-video
-    when aiortc is a tested version (its audio then leaves in step with video, whose
-    buffer lets frames out at their last packet), ``"aiortc"`` otherwise."""
+    """The jitter buffer a stream of ``modality`` gets when none is chosen:
+    ``"adaptive"`` when aiortc is a tested version (each in-order packet reaches the
+    handler at once; audio-video audio leaves in step with its video, whose buffer lets
+    frames out at their last packet), ``"aiortc"`` otherwise (with a warning in the log
+    once: the adaptive buffer hooks into aiortc's private receiver)."""
     import aiortc
 
-    tested = str(getattr(aiortc, "__version__", "")) in TESTED_AIORTC_VERSIONS
-    return "adaptive" if modality == "audio-video" and tested else "aiortc"
+    version = str(getattr(aiortc, "__version__", ""))
+    if version in TESTED_AIORTC_VERSIONS:
+        return "adaptive"
+    if not _warned_untested:
+        _warned_untested.append(version)
+        log.warning(
+            "aiortc %s is not a version webrtc_ref's adaptive jitter buffer was tested with "
+            "(%s); inbound audio keeps aiortc's buffer (about 80 ms more latency)",
+            version,
+            ", ".join(TESTED_AIORTC_VERSIONS),
+        )
+    return "aiortc"
+
+
+_warned_untested: list[str] = []
 
 
 def check_choice(value: object) -> JitterBufferChoice:

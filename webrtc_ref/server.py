@@ -204,8 +204,8 @@ class StreamServer:
             ahead of playback, then waits. Barge-in drops what waits.
         jitter_buffer: the jitter buffer of inbound audio (send and send-receive audio
             and audio-video): ``"aiortc"`` (aiortc's own) or ``"adaptive"``
-            (:mod:`webrtc_ref.jitter`); ``None`` (default): ``"adaptive"`` for
-            audio-video, so its audio keeps step with its video, ``"aiortc"`` otherwise
+            (:mod:`webrtc_ref.jitter`); ``None`` (default): ``"adaptive"`` on a tested
+            aiortc version, ``"aiortc"`` otherwise
             (:func:`webrtc_ref.jitter.default_choice`). An explicit ``"adaptive"`` needs
             an aiortc version it was tested with
             (:data:`webrtc_ref.jitter.TESTED_AIORTC_VERSIONS`); with another one the
