@@ -125,7 +125,9 @@ def test_av_echo_picture_and_sound(
     ids = frame_ids(frames)
     ordered = assert_in_order(ids)
     span_s = (frames[-1].at - frames[0].at) / 1000
-    assert ordered[-1] - ordered[0] <= 30 * span_s + 10, (ids, span_s)
+    # Live, not replayed: ids advance at about the camera's 30 fps. A loaded machine may
+    # present a backlog first and then catch up, so up to 1.5 s (45 frames) more is fine.
+    assert ordered[-1] - ordered[0] <= 30 * span_s + 45, (ids, span_s)
 
     # Audio: 2 s of the echo, recorded while the picture plays.
     poll(lambda: peer.now() - first_audible > 2500, 15, "2.5 s of echoed audio")
