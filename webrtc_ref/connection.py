@@ -196,15 +196,11 @@ class Connection:
         spec = self.spec
         sends_back = spec.mode in ("send-receive", "receive")
         if spec.modality == "audio-video":
-            if not isinstance(handler, StreamHandler):
-                raise TypeError(
-                    "an audio-video stream needs the connection's handler copy; "
-                    f"got {type(handler).__name__}"
-                )
-            handler._attach(self)
             self.out_track = OutboundAudioTrack(self._loop, max_buffer_s=spec.output_buffer_s)
             self.video_out_track = OutboundVideoTrack(self._loop, paced=False)
-            return AudioVideoRunner(handler, self, self.out_track, self.video_out_track)
+            return AudioVideoRunner(
+                self._attached(handler), self, self.out_track, self.video_out_track
+            )
         if spec.modality == "audio":
             self.out_track = (
                 OutboundAudioTrack(self._loop, max_buffer_s=spec.output_buffer_s)
@@ -221,14 +217,8 @@ class Connection:
             assert self.out_track is not None and not isinstance(spec.handler, StreamHandler)
             return GeneratorRunner(spec.handler, self, self.out_track, has_inputs=spec.has_inputs)
         if spec.modality == "audio":
-            if not isinstance(handler, StreamHandler):
-                raise TypeError(
-                    "an audio send mode needs the connection's StreamHandler copy; "
-                    f"got {type(handler).__name__}"
-                )
-            handler._attach(self)
             assert self.out_track is None or isinstance(self.out_track, OutboundAudioTrack)
-            return HandlerRunner(handler, self, self.out_track)
+            return HandlerRunner(self._attached(handler), self, self.out_track)
         assert self.out_track is None or isinstance(self.out_track, OutboundVideoTrack)
         assert not isinstance(spec.handler, StreamHandler)
         options = spec.handler if isinstance(spec.handler, VideoStreamHandler) else None
@@ -240,6 +230,17 @@ class Connection:
             skip_frames=options.skip_frames if options is not None else True,
             fps=spec.video_fps,
         )
+
+    def _attached(self, handler: StreamHandler | None) -> StreamHandler:
+        """The connection's handler copy, attached to this connection (audio and
+        audio-video send modes)."""
+        if not isinstance(handler, StreamHandler):
+            raise TypeError(
+                f"a {self.spec.modality} {self.spec.mode} stream needs the connection's "
+                f"StreamHandler copy; got {type(handler).__name__}"
+            )
+        handler._attach(self)
+        return handler
 
     async def accept(self, offer: Offer) -> str:
         """Apply the offer, start the runtime and return the answer SDP (ICE gathered)."""
