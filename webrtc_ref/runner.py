@@ -839,6 +839,12 @@ class AudioVideoRunner(HandlerRunner):
         video_out: OutboundVideoTrack | None,
     ) -> None:
         super().__init__(handler, hooks, audio_out)
+        # any coroutine method puts the whole handler on its private loop (sync methods
+        # are called there too)
+        self._async = self._async or any(
+            _is_async_callable(getattr(handler, name, None))
+            for name in ("video_receive", "video_emit")
+        )
         self._video_out = video_out
         self._video_backlog = _InputBacklog(
             2,
@@ -938,7 +944,9 @@ class AudioVideoRunner(HandlerRunner):
             if array is None:
                 return
             try:
-                await self.handler.video_receive(array)  # type: ignore[attr-defined]
+                result = self.handler.video_receive(array)  # type: ignore[attr-defined]
+                if inspect.isawaitable(result):
+                    await result
             except Warning as warning:
                 self._warn(warning)
             self.video_receive_calls += 1

@@ -304,3 +304,43 @@ async def test_reply_on_pause_reads_the_newest_camera_frame(
         # the newest frame: sent less than half a second before the reply looked at it
         assert newest - got < 15, seen
     await video.stop()
+
+
+class MixedAV(AudioVideoStreamHandler):
+    """Sync audio methods, async video ones: the whole handler runs on its private loop."""
+
+    def __init__(self) -> None:
+        super().__init__(output_sample_rate=48000)
+        self.audio: queue.Queue[Any] = queue.Queue()
+        self.video: asyncio.Queue[Any] | None = None
+
+    def receive(self, frame: tuple[int, np.ndarray]) -> None:
+        self.audio.put(frame)
+
+    def emit(self) -> Any:
+        try:
+            return self.audio.get_nowait()
+        except queue.Empty:
+            return None
+
+    async def video_receive(self, frame: np.ndarray) -> None:  # type: ignore[override]
+        if self.video is None:
+            self.video = asyncio.Queue()
+        self.video.put_nowait(frame)
+
+    async def video_emit(self) -> Any:  # type: ignore[override]
+        return None if self.video is None else await self.video.get()
+
+    def copy(self) -> MixedAV:
+        return MixedAV()
+
+
+async def test_async_video_methods_with_sync_audio_ones(
+    servers: Callable[..., StreamServer], peers: Callable[..., ClientPeer]
+) -> None:
+    server = servers(MixedAV())
+    peer = av_peer(peers, 770.0)
+    await connect(server, peer)
+    audio, video = await check_echo(peer, 770.0)
+    await audio.stop()
+    await video.stop()
