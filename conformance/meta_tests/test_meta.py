@@ -232,6 +232,21 @@ def test_data_channel_dialects_are_understood() -> None:
     assert classify("Server received: handshake") == OTHER
 
 
+def test_skew_pairs_video_with_the_audio_that_arrived_with_it() -> None:
+    from conformance.avsync import Transit, skew_of
+
+    # audio: 100 ms transit, markers every 100 ms; video: 40 ms transit, 30 fps
+    audio = [Transit(10.0 + 0.1 * k, 10.1 + 0.1 * k) for k in range(20)]
+    video = [Transit(10.0 + k / 30, 10.04 + k / 30) for k in range(60)]
+    skew = skew_of(audio, video)
+    assert len(skew.samples) == 57  # frames before the first / after the last marker out
+    assert skew.percentile(50) == pytest.approx(0.060)
+    assert skew.percentile(95, absolute=True) == pytest.approx(0.060)
+    # a gap in the audio markers longer than max_span: the frames inside are not paired
+    holey = [t for t in audio if not 10.5 < t.arrived < 10.95]
+    assert len(skew_of(holey, video).samples) < 45
+
+
 # -- the suite can fail ------------------------------------------------------------------------
 
 
