@@ -471,7 +471,8 @@ def test_each_connection_gets_its_own_copy(av_sessions: Recordings) -> None:
     for handler, chunks in audio_by_handler.items():
         found = [m.sent_sample for m in decode(np.concatenate(chunks), 48000)]
         assert found, f"no timestamp markers in the audio handler {handler} received"
-        (client,) = clients_of.get(handler, {0})
+        assert handler in clients_of, f"handler {handler} got audio but no readable video"
+        (client,) = clients_of[handler]
         lo, hi = COUNTER_RANGES[client]
         foreign = [c for c in found if not lo <= c < hi]
         assert not foreign, (
