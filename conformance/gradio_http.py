@@ -10,6 +10,12 @@
   data; ``multiple``: run concurrently). Streaming (generator) events are followed to the
   end, applying Gradio's output diffs.
 
+  The SSE stream of a session that has another event running can carry an event's
+  messages, its ``process_completed`` included, before the reply of its
+  ``queue/join`` has been read: messages of event ids not yet known are kept and handed
+  to the event when its join returns, as Gradio's JS client does
+  (``pending_stream_messages``).
+
 Only httpx (a Gradio dependency) is needed, so this works in any implementation's venv.
 """
 
@@ -158,6 +164,10 @@ class GradioSession:
         self.app = app
         self.session_hash = secrets.token_hex(6)
         self._pending: dict[str, _Pending] = {}
+        # messages that came before their event's join reply, by event id
+        self._early: dict[str, list[dict[str, Any]]] = {}
+        # ids of events whose run() has returned: their late messages are dropped
+        self._finished: set[str] = set()
         self._reader: asyncio.Task[None] | None = None
         self._states: dict[int, _DependencyState] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -172,6 +182,7 @@ class GradioSession:
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.cancel()
+        self._early.clear()
 
     # -- running events ---------------------------------------------------------------
     async def run(
@@ -219,11 +230,14 @@ class GradioSession:
         event_id = reply.json()["event_id"]
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._pending[event_id] = _Pending(future, on_output)
+        for message in self._early.pop(event_id, []):
+            self._dispatch(message)
         self._ensure_reader()
         try:
             return await asyncio.wait_for(future, timeout)
         finally:
             self._pending.pop(event_id, None)
+            self._finished.add(event_id)
 
     def fire(
         self,
@@ -320,7 +334,8 @@ class GradioSession:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("msg")
-        pending = self._pending.get(message.get("event_id", ""))
+        event_id = message.get("event_id") or ""
+        pending = self._pending.get(event_id)
         if kind == "unexpected_error":
             for waiting in list(self._pending.values()):
                 if not waiting.future.done():
@@ -328,7 +343,11 @@ class GradioSession:
                         GradioError(f"unexpected error: {message.get('message')}")
                     )
             return
-        if pending is None or pending.future.done():
+        if pending is None:
+            if event_id and event_id not in self._finished:
+                self._early.setdefault(event_id, []).append(message)
+            return
+        if pending.future.done():
             return
         output = message.get("output") or {}
         if kind == "process_generating":

@@ -6,6 +6,7 @@ Public API::
     from webrtc_ref import AlgoOptions, SileroVadOptions
     # fastrtc's handler API
     from webrtc_ref import AsyncStreamHandler, VideoStreamHandler, CloseStream
+    from webrtc_ref import AudioVideoStreamHandler, AsyncAudioVideoStreamHandler
     from webrtc_ref import Warning, WebRTCError, get_current_context
     from webrtc_ref import audio_to_float32, audio_to_int16, audio_to_bytes, audio_to_file
     from webrtc_ref import aggregate_bytes_to_16bit, async_aggregate_bytes_to_16bit
@@ -35,7 +36,13 @@ if TYPE_CHECKING:
     from webrtc_ref.component import WebRTC
     from webrtc_ref.context import Context, get_current_context
     from webrtc_ref.errors import Warning, WebRTCError
-    from webrtc_ref.handlers import AsyncStreamHandler, StreamHandler, VideoStreamHandler
+    from webrtc_ref.handlers import (
+        AsyncAudioVideoStreamHandler,
+        AsyncStreamHandler,
+        AudioVideoStreamHandler,
+        StreamHandler,
+        VideoStreamHandler,
+    )
     from webrtc_ref.ice import turn_rest_configuration, turn_rest_credentials
     from webrtc_ref.outputs import AdditionalOutputs, CloseStream
     from webrtc_ref.pause_detection import PauseDetectionModel
@@ -46,6 +53,8 @@ _EXPORTS: dict[str, str] = {
     "StreamHandler": "webrtc_ref.handlers",
     "AsyncStreamHandler": "webrtc_ref.handlers",
     "VideoStreamHandler": "webrtc_ref.handlers",
+    "AudioVideoStreamHandler": "webrtc_ref.handlers",
+    "AsyncAudioVideoStreamHandler": "webrtc_ref.handlers",
     "AdditionalOutputs": "webrtc_ref.outputs",
     "CloseStream": "webrtc_ref.outputs",
     "Warning": "webrtc_ref.errors",
@@ -70,7 +79,9 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "AdditionalOutputs",
     "AlgoOptions",
+    "AsyncAudioVideoStreamHandler",
     "AsyncStreamHandler",
+    "AudioVideoStreamHandler",
     "CloseStream",
     "Context",
     "PauseDetectionModel",

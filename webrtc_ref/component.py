@@ -32,13 +32,14 @@ from gradio.components.base import server
 from gradio.events import Dependency
 
 from webrtc_ref import lifecycle
-from webrtc_ref.handlers import StreamHandler
+from webrtc_ref.handlers import StreamHandler, handles_video
 from webrtc_ref.jitter import JITTER_BUFFERS
 from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS
 from webrtc_ref.signaling import (
     DEFAULT_MAX_OFFER_BYTES,
     MODALITIES,
     MODES,
+    MODES_OF,
     START_SENTINEL,
     Modality,
     Mode,
@@ -84,6 +85,11 @@ MSG_RECEIVE_OUTPUT = (
 )
 MSG_RECEIVE_TRIGGER = "In the receive mode stream event, the trigger parameter must be provided"
 # New in webrtc_ref (gradio_webrtc crashed at offer time instead).
+MSG_AUDIO_VIDEO_HANDLER = (
+    "In the send-receive mode for audio-video, the event handler must be an instance of "
+    "AudioVideoStreamHandler or AsyncAudioVideoStreamHandler (a StreamHandler with "
+    "video_receive and video_emit)."
+)
 MSG_SEND_AUDIO_HANDLER = (
     "In the send mode for audio, the event handler must be an instance of StreamHandler "
     "(for example ReplyOnPause(fn))."
@@ -327,6 +333,33 @@ _write_stub = component_meta.create_or_modify_pyi
 component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
 
 
+def default_track_constraints(modality: str) -> dict[str, Any]:
+    """The ``getUserMedia`` constraints used when none are given: audio-video nests
+    both kinds' defaults as ``{"audio": ..., "video": ...}``."""
+    if modality == "audio":
+        return dict(DEFAULT_AUDIO_CONSTRAINTS)
+    if modality == "video":
+        return dict(DEFAULT_VIDEO_CONSTRAINTS)
+    return {"audio": dict(DEFAULT_AUDIO_CONSTRAINTS), "video": dict(DEFAULT_VIDEO_CONSTRAINTS)}
+
+
+def _check_nested_constraints(constraints: dict[str, Any]) -> None:
+    """audio-video constraints are ``{"audio": dict | bool, "video": dict | bool}``."""
+    unknown = sorted(set(constraints) - {"audio", "video"})
+    if unknown:
+        raise ValueError(
+            "track_constraints for audio-video must be {'audio': ..., 'video': ...} "
+            f"(each a dict of getUserMedia constraints, or True); got keys {unknown}"
+        )
+    for kind in ("audio", "video"):
+        value = constraints.get(kind, True)
+        if value is not True and not isinstance(value, dict):
+            raise ValueError(
+                f"track_constraints[{kind!r}] must be a dict of getUserMedia constraints "
+                f"or True (an audio-video stream needs both tracks); got {value!r}"
+            )
+
+
 class WebRTC(gr.HTML):
     """Stream audio or video between the browser and Python over WebRTC.
 
@@ -337,7 +370,9 @@ class WebRTC(gr.HTML):
         mode: ``"send-receive"`` (browser media in, processed media back), ``"send"``
             (browser media in, nothing back) or ``"receive"`` (server media only,
             started by the ``trigger`` of :meth:`stream`).
-        modality: ``"video"`` or ``"audio"``.
+        modality: ``"video"``, ``"audio"`` or ``"audio-video"`` (camera and microphone
+            in one peer connection, send-receive only, handled by an
+            ``AudioVideoStreamHandler``).
         rtc_configuration: the browser's ``RTCPeerConnection`` configuration, e.g.
             ``{"iceServers": [{"urls": "turn:...", "username": ..., "credential": ...}]}``
             (sent to every page), or a function (or async function) of no arguments
@@ -351,7 +386,9 @@ class WebRTC(gr.HTML):
             (``{"iceServers": [...]}``); default none (host candidates only).
         track_constraints: ``getUserMedia`` constraints for the audio/video track; by
             default gradio_webrtc's (mono 24 kHz audio with echo cancellation, or
-            500x500@30 user-facing video). A dict given here is used unchanged.
+            500x500@30 user-facing video). A dict given here is used unchanged. For
+            audio-video it nests both: ``{"audio": {...}, "video": {...}}`` (each
+            defaults as above when left out).
         time_limit: seconds a stream may last once connected; ``stream(time_limit=...)``
             overrides it.
         mirror_webcam: mirror the local webcam preview (the frames sent are never mirrored).
@@ -369,13 +406,16 @@ class WebRTC(gr.HTML):
             ``end_stream`` with reason ``server_shutdown`` and its handler's
             ``shutdown()``. Gradio itself waits at most 5 s for its server to stop.
         jitter_buffer: how the server buffers the browser's audio (send and send-receive
-            audio): ``"aiortc"`` (default), aiortc's own (about 80 ms per packet); or
+            audio, audio-video): ``"aiortc"``, aiortc's own (about 80 ms per packet); or
             ``"adaptive"``, webrtc_ref's jitter buffer, which hands each packet on as soon
-            as it is in order and conceals lost ones with Opus packet-loss concealment
-            (opt-in until its echo of Chromium's audio is as clean as aiortc's).
-            ``"adaptive"`` needs an aiortc version it was tested with
+            as it is in order and conceals lost ones with Opus packet-loss concealment.
+            ``None`` (default): ``"adaptive"`` for audio-video (its audio then keeps step
+            with the video), ``"aiortc"`` for audio (adaptive stays opt-in there until its
+            echo of Chromium's audio is as clean as aiortc's). An explicit ``"adaptive"``
+            needs an aiortc version it was tested with
             (``webrtc_ref.jitter.TESTED_AIORTC_VERSIONS``); ``stream()`` raises
-            ``RuntimeError`` otherwise. Video always uses aiortc's.
+            ``RuntimeError`` otherwise. Video frames go to the handler as soon as their
+            last packet is in (``webrtc_ref.jitter.EagerVideoJitterBuffer``).
         output_buffer_s: seconds of the stream's audio that may wait to be played
             (default 20, at most 300). A generator that yields audio faster than real
             time (text-to-speech) runs this far ahead of playback before it waits, so what
@@ -419,7 +459,7 @@ class WebRTC(gr.HTML):
         max_offer_bytes: int = DEFAULT_MAX_OFFER_BYTES,
         max_pending_per_address: int | None = DEFAULT_MAX_PENDING_PER_ADDRESS,
         shutdown_timeout: float = 5.0,
-        jitter_buffer: Literal["adaptive", "aiortc"] = "aiortc",
+        jitter_buffer: Literal["adaptive", "aiortc"] | None = None,
         output_buffer_s: float = 20.0,
         show_label: bool | None = None,
         container: bool = True,
@@ -437,6 +477,12 @@ class WebRTC(gr.HTML):
     ) -> None:
         mode = _one_of("mode", mode, MODES)  # type: ignore[assignment]
         modality = _one_of("modality", modality, MODALITIES)  # type: ignore[assignment]
+        if mode not in MODES_OF[modality]:
+            raise ValueError(
+                f"mode {mode!r} is not supported for modality {modality!r}; allowed: "
+                f"{', '.join(repr(m) for m in MODES_OF[modality])} (audio-video streams run "
+                "one handler both ways)"
+            )
         if value is not None and not isinstance(value, str):
             raise ValueError(f"value must be None or a webrtc_id string; got {value!r}")
         rtc_source = _rtc_source(rtc_configuration)
@@ -455,10 +501,10 @@ class WebRTC(gr.HTML):
                     f"got {server_rtc_configuration!r}"
                 )
         if track_constraints is None:
-            track_constraints = dict(
-                DEFAULT_AUDIO_CONSTRAINTS if modality == "audio" else DEFAULT_VIDEO_CONSTRAINTS
-            )
+            track_constraints = default_track_constraints(modality)
         track_constraints = _json_dict("track_constraints", track_constraints, allow_none=False)
+        if modality == "audio-video" and track_constraints is not None:
+            _check_nested_constraints(track_constraints)
         time_limit = _positive_number("time_limit", time_limit)
         if not isinstance(mirror_webcam, bool):
             raise ValueError(f"mirror_webcam must be True or False; got {mirror_webcam!r}")
@@ -469,7 +515,8 @@ class WebRTC(gr.HTML):
 
         check_max_offer_bytes(max_offer_bytes)
         shutdown_timeout = _positive_number("shutdown_timeout", shutdown_timeout, allow_none=False)  # type: ignore[assignment]
-        jitter_buffer = _one_of("jitter_buffer", jitter_buffer, JITTER_BUFFERS)  # type: ignore[assignment]
+        if jitter_buffer is not None:
+            jitter_buffer = _one_of("jitter_buffer", jitter_buffer, JITTER_BUFFERS)  # type: ignore[assignment]
         check_output_buffer_s(output_buffer_s)
         if max_pending_per_address is not None and (
             isinstance(max_pending_per_address, bool)
@@ -722,7 +769,8 @@ class WebRTC(gr.HTML):
 
         - send-receive/send: ``inputs[0]`` is this component; ``outputs`` is exactly
           ``[self]``. Video: ``fn(frame, *other_inputs)`` is callable. Audio: ``fn`` is a
-          :class:`StreamHandler` instance (``ReplyOnPause`` is one).
+          :class:`StreamHandler` instance (``ReplyOnPause`` is one). Audio-video
+          (send-receive only): ``fn`` is an :class:`AudioVideoStreamHandler` instance.
         - receive: this component is not an input; ``outputs`` is exactly ``[self]``;
           ``trigger`` (an event listener such as ``button.click``) is given; ``fn`` is a
           generator function called as ``fn(*inputs)``. The trigger sets the value to
@@ -759,6 +807,8 @@ class WebRTC(gr.HTML):
             raise ValueError(MSG_AUDIO_HANDLER)
         if mode == "send" and modality == "audio" and not isinstance(fn, StreamHandler):
             raise ValueError(MSG_SEND_AUDIO_HANDLER)
+        if modality == "audio-video" and not handles_video(fn):
+            raise ValueError(f"{MSG_AUDIO_VIDEO_HANDLER} Got {type(fn).__name__}.")
         if mode in ("send-receive", "send"):
             if not inputs_list or inputs_list[0] is not self:
                 raise ValueError(MSG_FIRST_INPUT)

@@ -39,8 +39,15 @@ from webrtc_ref.errors import new_error_id, public_message
 from webrtc_ref.handlers import StreamHandler, VideoStreamHandler, encode_message
 from webrtc_ref.jitter import AdaptiveJitterBuffer, JitterBufferChoice
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
-from webrtc_ref.runner import GeneratorRunner, HandlerRunner, Runner, VideoRunner
-from webrtc_ref.signaling import MAX_TRICKLED_CANDIDATES, Modality, Mode, Offer, log_tag
+from webrtc_ref.runner import AudioVideoRunner, GeneratorRunner, HandlerRunner, Runner, VideoRunner
+from webrtc_ref.signaling import (
+    MAX_TRICKLED_CANDIDATES,
+    Modality,
+    Mode,
+    Offer,
+    log_tag,
+    track_kinds,
+)
 from webrtc_ref.threads import run_in_thread
 from webrtc_ref.tracks import OutboundAudioTrack, OutboundVideoTrack
 
@@ -163,7 +170,8 @@ class Connection:
         )
         self._tasks: set[asyncio.Future[Any]] = set()
         self._timers: list[asyncio.TimerHandle] = []
-        self._inbound: MediaStreamTrack | None = None
+        #: The browser's tracks by kind (audio-video has one of each).
+        self._inbound: dict[str, MediaStreamTrack] = {}
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
         self._channel_open = asyncio.Event()
@@ -173,6 +181,8 @@ class Connection:
         self.connected_at: float | None = None
         self.created_at = time.monotonic()
         self.out_track: OutboundAudioTrack | OutboundVideoTrack | None = None
+        #: audio-video: the outbound video (``out_track`` is then the audio).
+        self.video_out_track: OutboundVideoTrack | None = None
         #: The inbound audio's adaptive jitter buffer (``jitter_buffer="adaptive"``), once
         #: the track arrived; closed but readable (``stats()``) after the connection ends.
         self.jitter_buffer: AdaptiveJitterBuffer | None = None
@@ -185,6 +195,16 @@ class Connection:
     def _make_runner(self, handler: StreamHandler | None) -> Runner:
         spec = self.spec
         sends_back = spec.mode in ("send-receive", "receive")
+        if spec.modality == "audio-video":
+            if not isinstance(handler, StreamHandler):
+                raise TypeError(
+                    "an audio-video stream needs the connection's handler copy; "
+                    f"got {type(handler).__name__}"
+                )
+            handler._attach(self)
+            self.out_track = OutboundAudioTrack(self._loop, max_buffer_s=spec.output_buffer_s)
+            self.video_out_track = OutboundVideoTrack(self._loop, paced=False)
+            return AudioVideoRunner(handler, self, self.out_track, self.video_out_track)
         if spec.modality == "audio":
             self.out_track = (
                 OutboundAudioTrack(self._loop, max_buffer_s=spec.output_buffer_s)
@@ -262,22 +282,38 @@ class Connection:
             self._spawn(self.close(reason))
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind != self.spec.modality or self._inbound is not None:
+        if track.kind not in track_kinds(self.spec.modality) or track.kind in self._inbound:
             log.info("%s: ignoring extra %s track", self.tag, track.kind)
             return
-        self._inbound = track
+        self._inbound[track.kind] = track
         if track.kind == "audio" and self.spec.jitter_buffer == "adaptive":
             self._install_jitter_buffer(track)
-        if self.spec.mode == "send-receive" and self.out_track is not None:
-            self.pc.addTrack(self.out_track)
+        if track.kind == "video":
+            receiver = self._receiver_of(track)
+            if receiver is not None:
+                jitter.install_video(receiver)
+        if self.spec.mode == "send-receive":
+            out = self._out_track_of(track.kind)
+            if out is not None:
+                self.pc.addTrack(out)
         self._spawn(self._read(track))
+
+    def _out_track_of(self, kind: str) -> OutboundAudioTrack | OutboundVideoTrack | None:
+        """The outbound track of ``kind`` (audio-video has two)."""
+        if kind == "video" and self.video_out_track is not None:
+            return self.video_out_track
+        out = self.out_track
+        return out if out is not None and out.kind == kind else None
+
+    def _receiver_of(self, track: MediaStreamTrack) -> Any:
+        return next(
+            (t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None
+        )
 
     def _install_jitter_buffer(self, track: MediaStreamTrack) -> None:
         """Give the inbound audio track's receiver webrtc_ref's jitter buffer (the
         receiver has not started yet: aiortc starts it once the transport connects)."""
-        receiver = next(
-            (t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None
-        )
+        receiver = self._receiver_of(track)
         if receiver is None:
             log.warning("%s: no receiver for the inbound audio track", self.tag)
             return
@@ -377,6 +413,8 @@ class Connection:
             return
         queued_s = self.queued_audio_frames * 0.02
         track.finish()
+        if self.video_out_track is not None:
+            self.video_out_track.finish()
         self._timers.append(
             self._loop.call_later(
                 queued_s + FINISH_GRACE + CLOSE_STREAM_SLACK,
@@ -558,6 +596,8 @@ class Connection:
     def _stop_out_track(self) -> None:
         if self.out_track is not None:
             self.out_track.stop()
+        if self.video_out_track is not None:
+            self.video_out_track.stop()
 
     def _release_objects(self) -> None:
         """Drop the references that tie the peer connection, its tracks and transports
@@ -573,9 +613,11 @@ class Connection:
             self.channel.remove_all_listeners()
         if self.out_track is not None:
             self.out_track.remove_all_listeners()
+        if self.video_out_track is not None:
+            self.video_out_track.remove_all_listeners()
         self._tasks.clear()
         self._timers.clear()
-        self._inbound = None
+        self._inbound = {}
         self.runner.detach()
 
     async def _await_channel(self, timeout: float) -> None:

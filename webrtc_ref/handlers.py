@@ -316,6 +316,74 @@ class AsyncStreamHandler(StreamHandler):
         return await self._wait_for_args_async(timeout)
 
 
+class AudioVideoStreamHandler(StreamHandler):
+    """Base class for handlers of ``modality="audio-video"`` (camera and microphone in one
+    peer connection): the audio methods of :class:`StreamHandler` plus ``video_receive``
+    and ``video_emit``.
+
+    - ``video_receive(frame)`` gets the browser's newest camera frame, an RGB
+      ``ndarray (H, W, 3) uint8`` (C-contiguous, writable), on a worker of its own. When
+      it is slower than the camera, stale frames are dropped: the newest frame wins.
+    - ``video_emit()`` returns the next frame to show, the same form, or ``None`` when
+      none is ready (it may block, like ``emit``; the runtime calls it again after every
+      ``video_receive`` and at least every 33 ms). It may return ``AdditionalOutputs``,
+      ``CloseStream``, ``Warning``/``WebRTCError`` beside or instead of a frame, as audio
+      outputs may. Frames leave as soon as they are returned, stamped with the time they
+      were returned, so audio and video returned together play together.
+    - Audio (``receive`` / ``emit``) and video run on separate workers: a slow
+      ``video_receive`` never delays audio in or out, and a handler that holds video back
+      does not hold audio.
+
+    Parameters as for :class:`StreamHandler`.
+    """
+
+    @abstractmethod
+    def video_receive(self, frame: np.ndarray) -> None:
+        """Take the newest camera frame, RGB ``ndarray (H, W, 3) uint8``."""
+
+    @abstractmethod
+    def video_emit(self) -> Any:
+        """Return the next video frame (RGB ``ndarray (H, W, 3) uint8``), or ``None``."""
+
+    @abstractmethod
+    def copy(self) -> AudioVideoStreamHandler:
+        """Return a fresh handler for a new connection."""
+
+
+class AsyncAudioVideoStreamHandler(AsyncStreamHandler):
+    """:class:`AudioVideoStreamHandler` written with coroutines: ``async def receive``,
+    ``emit``, ``video_receive``, ``video_emit`` and, optionally, ``start_up``.
+
+    All of them are tasks of one private event loop per connection (so they may share
+    asyncio objects such as an upstream session opened in ``start_up``), on a worker
+    thread, never the server's loop. Frames reach ``video_receive`` newest-first as for
+    the sync class; a coroutine that computes without awaiting blocks the other tasks of
+    its own connection only (move such work to ``asyncio.to_thread``).
+    """
+
+    @abstractmethod
+    async def video_receive(self, frame: np.ndarray) -> None:
+        """Take the newest camera frame, RGB ``ndarray (H, W, 3) uint8``."""
+
+    @abstractmethod
+    async def video_emit(self) -> Any:
+        """Return the next video frame (RGB ``ndarray (H, W, 3) uint8``), or ``None``."""
+
+    @abstractmethod
+    def copy(self) -> AsyncAudioVideoStreamHandler:
+        """Return a fresh handler for a new connection."""
+
+
+def handles_video(handler: object) -> bool:
+    """True when ``handler`` is a stream handler with ``video_receive`` and ``video_emit``
+    (an audio-video stream needs one)."""
+    return (
+        isinstance(handler, StreamHandler)
+        and callable(getattr(handler, "video_receive", None))
+        and callable(getattr(handler, "video_emit", None))
+    )
+
+
 def overrides_start_up(handler: StreamHandler) -> bool:
     """True when ``handler``'s class defines its own ``start_up`` (and, for a class that
     says whether it has work for it in ``has_start_up``, that one does)."""

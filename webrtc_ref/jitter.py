@@ -5,7 +5,13 @@ prefetch=4)``, which hands a frame to the decoder only once four later packets a
 buffered: about 80 ms for every packet, whatever the network. After a lost packet it
 waits until 16 packets are buffered (320 ms) and then skips the missing audio.
 :class:`AdaptiveJitterBuffer` replaces it for audio; :func:`install` puts it into a
-receiver. Video keeps aiortc's buffer.
+receiver.
+
+For video, aiortc's buffer hands a frame on only when the first packet of the *next*
+frame arrives: one frame period (33 ms at 30 fps) for every frame.
+:class:`EagerVideoJitterBuffer` (put in by :func:`install_video`, always, when aiortc is a
+tested version) also hands a frame on as soon as its last packet (the RTP marker bit)
+has arrived and every packet of it before that is there, and is aiortc's otherwise.
 
 **What comes out.** Frames leave in sequence-number order, which for audio (one packet
 per frame) is timestamp order. Every sequence number leaves at most once, as its packet
@@ -71,7 +77,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from aiortc.jitterbuffer import JitterFrame
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 
 log = logging.getLogger("webrtc_ref.jitter")
 
@@ -657,6 +663,16 @@ class AdaptiveJitterBuffer:
 # -- the hook into aiortc ------------------------------------------------------------------
 
 
+def default_choice(modality: str) -> JitterBufferChoice:
+    """The jitter buffer a stream gets when none is chosen: ``"adaptive"`` for audio-video
+    when aiortc is a tested version (its audio then leaves in step with video, whose
+    buffer lets frames out at their last packet), ``"aiortc"`` otherwise."""
+    import aiortc
+
+    tested = str(getattr(aiortc, "__version__", "")) in TESTED_AIORTC_VERSIONS
+    return "adaptive" if modality == "audio-video" and tested else "aiortc"
+
+
 def check_choice(value: object) -> JitterBufferChoice:
     """``value`` must be one of :data:`JITTER_BUFFERS`; returns it."""
     if not isinstance(value, str) or value not in JITTER_BUFFERS:
@@ -770,16 +786,84 @@ def install(
     return buffer
 
 
+class EagerVideoJitterBuffer(JitterBuffer):
+    """aiortc's video ``JitterBuffer`` that also lets a frame out at its marker packet.
+
+    A frame leaves when the packets from the buffer's origin are contiguous, share one
+    timestamp and the last of them carries the RTP marker bit (the sender's "last packet
+    of this frame"). Anything else (a gap, a sender that never sets the marker) is left
+    to aiortc's own rule, so frames still leave in order and whole. Runs on the event
+    loop, inside aiortc's ``RTCRtpReceiver._handle_rtp_packet``.
+    """
+
+    def __init__(self, capacity: int = 512) -> None:
+        super().__init__(capacity=capacity, is_video=True)
+        #: Frames let out at their marker packet (the rest waited for the next frame).
+        self.eager_frames = 0
+
+    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        pli_flag, frame = super().add(packet)
+        if frame is None:  # the head frame may be whole now (its marker, or a late part)
+            frame = self._complete_head()
+            if frame is not None:
+                self.eager_frames += 1
+        return pli_flag, frame
+
+    def _complete_head(self) -> JitterFrame | None:
+        origin = self._origin
+        if origin is None:
+            return None
+        packets: list[Any] = []
+        timestamp: int | None = None
+        for count in range(self.capacity):
+            packet = self._packets[(origin + count) % self.capacity]
+            if packet is None or (timestamp is not None and packet.timestamp != timestamp):
+                return None
+            timestamp = packet.timestamp
+            packets.append(packet)
+            if packet.marker:
+                self.remove(count + 1)
+                data = b"".join(getattr(p, "_data", b"") for p in packets)
+                return JitterFrame(data=data, timestamp=timestamp)
+        return None
+
+
+def install_video(receiver: Any) -> EagerVideoJitterBuffer | None:
+    """Give aiortc video ``receiver`` an :class:`EagerVideoJitterBuffer` (before it starts,
+    in the ``"track"`` event). Returns None, keeping aiortc's buffer, when aiortc is not a
+    tested version or the receiver is not a fresh video receiver."""
+    import aiortc
+
+    if str(getattr(aiortc, "__version__", "")) not in TESTED_AIORTC_VERSIONS:
+        return None
+    name = _PRIVATE + "jitter_buffer"
+    current = getattr(receiver, name, None)
+    if isinstance(current, EagerVideoJitterBuffer):
+        return current
+    if (
+        getattr(receiver, _PRIVATE + "kind", None) != "video"
+        or getattr(receiver, _PRIVATE + "started", True)
+        or type(current) is not JitterBuffer
+    ):
+        return None
+    buffer = EagerVideoJitterBuffer(capacity=current.capacity)
+    setattr(receiver, name, buffer)
+    return buffer
+
+
 __all__ = [
     "JITTER_BUFFERS",
     "TESTED_AIORTC_VERSIONS",
     "AdaptiveJitterBuffer",
+    "EagerVideoJitterBuffer",
     "JitterBufferChoice",
     "JitterStats",
     "Scheduler",
     "check_aiortc_version",
     "check_choice",
+    "default_choice",
     "install",
+    "install_video",
     "opus_concealment",
     "repeat_concealment",
 ]

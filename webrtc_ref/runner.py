@@ -9,6 +9,9 @@ Three runners adapt the three kinds of stream functions to one small interface
   own connection. ``emit`` returning ``None`` costs one call per wake-up: the emit thread
   sleeps until the next ``receive`` or for one frame period (20 ms), never spinning.
   Async handlers (``async def receive/emit``) run as two tasks on one private event loop.
+- :class:`AudioVideoRunner` adds a ``video_receive`` and a ``video_emit`` worker to a
+  :class:`HandlerRunner` for ``AudioVideoStreamHandler`` (audio-video send-receive):
+  audio and video never wait for each other.
 - :class:`VideoRunner` calls ``fn(frame, *inputs)`` for video send-receive / send on one
   worker thread, always on the newest frame: when ``fn`` is slower than the camera,
   stale frames are dropped (and counted), so latency stays bounded and order is kept.
@@ -619,10 +622,13 @@ class HandlerRunner(Runner):
         if self._async:
             self._spawn(self._run_async, "handler")
         else:
-            self._spawn(self._receive_loop, "receive")
-            self._spawn(self._emit_loop, "emit")
-            if overrides_start_up(self.handler):
-                self._spawn(self._start_up, "start-up")
+            self._start_sync_workers()
+
+    def _start_sync_workers(self) -> None:
+        self._spawn(self._receive_loop, "receive")
+        self._spawn(self._emit_loop, "emit")
+        if overrides_start_up(self.handler):
+            self._spawn(self._start_up, "start-up")
 
     def deliver(self, item: Any) -> None:
         self._backlog.put(item)
@@ -697,12 +703,7 @@ class HandlerRunner(Runner):
 
     async def _amain(self) -> None:
         self._async_wakeup = asyncio.Event()
-        tasks = [
-            asyncio.ensure_future(self._areceive()),
-            asyncio.ensure_future(self._aemit()),
-        ]
-        if overrides_start_up(self.handler):
-            tasks.append(asyncio.ensure_future(self._astart_up()))
+        tasks = [asyncio.ensure_future(work) for work in self._async_workers()]
         self._async_tasks = tasks
         if self._stopping.is_set():
             for task in tasks:
@@ -715,6 +716,13 @@ class HandlerRunner(Runner):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _async_workers(self) -> list[Any]:
+        """The coroutines an async handler's private loop runs, as tasks."""
+        works: list[Any] = [self._areceive(), self._aemit()]
+        if overrides_start_up(self.handler):
+            works.append(self._astart_up())
+        return works
 
     async def _areceive(self) -> None:
         assert self._async_wakeup is not None
@@ -804,6 +812,162 @@ class HandlerRunner(Runner):
                     value.put_nowait(None)
                 except queue.Full:
                     pass
+
+
+#: Longest wait of an idle ``video_emit`` loop for the next ``video_receive`` (s).
+VIDEO_IDLE_WAIT = 1 / 30
+
+
+class AudioVideoRunner(HandlerRunner):
+    """Drives an ``AudioVideoStreamHandler`` copy: the audio workers of
+    :class:`HandlerRunner` plus two for video.
+
+    Sync handlers get a ``video_receive`` thread (always the newest inbound frame: stale
+    ones are dropped and counted, as for a video function) and a ``video_emit`` thread
+    (it may block; an idle one sleeps until the next ``video_receive`` or
+    :data:`VIDEO_IDLE_WAIT`). Audio and video never wait for each other, so a slow
+    ``video_receive`` delays no audio. Async handlers get both as two more tasks of their
+    private loop. Returned frames are stamped when they are handed to the outbound track,
+    on the same clock as the audio, so content returned together plays together.
+    """
+
+    def __init__(
+        self,
+        handler: StreamHandler,
+        hooks: RuntimeHooks,
+        audio_out: OutboundAudioTrack | None,
+        video_out: OutboundVideoTrack | None,
+    ) -> None:
+        super().__init__(handler, hooks, audio_out)
+        self._video_out = video_out
+        self._video_backlog = _InputBacklog(
+            2,
+            DropCounter(
+                log,
+                "stale video frames (video_receive is slower than the camera; newest wins)",
+                hooks.tag,
+                level=logging.DEBUG,
+            ),
+        )
+        self._video_wakeup = _Doorbell()
+        self._async_video_wakeup: asyncio.Event | None = None
+        self.video_receive_calls = 0
+        self.video_emit_calls = 0
+        self.video_frames_out = 0
+
+    @property
+    def dropped_video_frames(self) -> int:
+        """Inbound frames skipped because ``video_receive`` fell behind (newest wins)."""
+        return self._video_backlog.dropped
+
+    def deliver(self, item: Any) -> None:
+        if isinstance(item, av.VideoFrame):
+            self._video_backlog.put(item)
+        else:
+            self._backlog.put(item)
+
+    def _start_sync_workers(self) -> None:
+        super()._start_sync_workers()
+        self._spawn(self._video_receive_loop, "video-receive")
+        self._spawn(self._video_emit_loop, "video-emit")
+
+    def _release_outputs(self) -> None:
+        super()._release_outputs()
+        self._video_out = None
+
+    def _send_video(self, media: Any) -> None:
+        out = self._video_out
+        if out is not None:
+            out.push(array_to_video_frame(media))  # stamped by the track when it leaves
+            self.video_frames_out += 1
+
+    def _take_video(self) -> np.ndarray | None:
+        frame = self._video_backlog.take(self._stopping, newest_only=True)
+        return None if frame is None else video_frame_to_array(frame)
+
+    # -- sync handlers -------------------------------------------------------------
+    def _video_receive_loop(self) -> None:
+        while True:
+            array = self._take_video()
+            if array is None:
+                return
+            try:
+                self.handler.video_receive(array)  # type: ignore[attr-defined]
+            except Warning as warning:
+                self._warn(warning)
+            self.video_receive_calls += 1
+            self._video_wakeup.ring()
+
+    def _video_emit_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                item = self.handler.video_emit()  # type: ignore[attr-defined]
+            except Warning as warning:
+                self._warn(warning)
+                item = None
+            self.video_emit_calls += 1
+            if self._stopping.is_set():
+                return
+            if item is None:
+                self._video_wakeup.wait(VIDEO_IDLE_WAIT)
+                continue
+            media = self._dispatch(item)
+            if media is not None:
+                self._send_video(media)
+            if self.close_message is not None:
+                self._end_stream()  # the audio queued so far still plays out
+                return
+
+    # -- async handlers ------------------------------------------------------------
+    def _async_workers(self) -> list[Any]:
+        self._async_video_wakeup = asyncio.Event()
+        return [*super()._async_workers(), self._avideo_receive(), self._avideo_emit()]
+
+    async def _avideo_receive(self) -> None:
+        event = self._async_video_wakeup
+        assert event is not None
+        while not self._stopping.is_set():
+            array = await asyncio.to_thread(self._take_video)
+            if array is None:
+                return
+            try:
+                await self.handler.video_receive(array)  # type: ignore[attr-defined]
+            except Warning as warning:
+                self._warn(warning)
+            self.video_receive_calls += 1
+            event.set()
+
+    async def _avideo_emit(self) -> None:
+        event = self._async_video_wakeup
+        assert event is not None
+        while not self._stopping.is_set():
+            try:
+                item = self.handler.video_emit()  # type: ignore[attr-defined]
+                if inspect.isawaitable(item):
+                    item = await item
+            except Warning as warning:
+                self._warn(warning)
+                item = None
+            self.video_emit_calls += 1
+            if item is None:
+                try:
+                    await asyncio.wait_for(event.wait(), VIDEO_IDLE_WAIT)
+                except asyncio.TimeoutError:
+                    pass
+                event.clear()
+                continue
+            media = self._dispatch(item)
+            if media is not None:
+                self._send_video(media)  # never blocks: the track drops the oldest
+            if self.close_message is not None:
+                self._end_stream()
+                return
+
+    # -- lifecycle -----------------------------------------------------------------
+    def _wake(self) -> None:
+        self._video_backlog.wake()
+        self._video_wakeup.ring()
+        super()._wake()
 
 
 async def _as_coroutine(awaitable: Any) -> Any:

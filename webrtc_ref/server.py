@@ -39,7 +39,7 @@ from aiortc.exceptions import InvalidStateError, OperationError
 from webrtc_ref import jitter, lifecycle
 from webrtc_ref.connection import DEFAULT_OUTPUT_BUFFER_S, Connection, StreamSpec
 from webrtc_ref.errors import new_error_id, public_message
-from webrtc_ref.handlers import StreamHandler, VideoStreamHandler
+from webrtc_ref.handlers import StreamHandler, VideoStreamHandler, handles_video
 from webrtc_ref.jitter import JitterBufferChoice, JitterStats
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS, Registry
@@ -51,6 +51,7 @@ from webrtc_ref.signaling import (
     INVALID_OFFER,
     MODALITIES,
     MODES,
+    MODES_OF,
     SERVER_SHUTDOWN,
     UNKNOWN_CONNECTION,
     Modality,
@@ -201,11 +202,15 @@ class StreamServer:
         output_buffer_s: seconds of the handler's audio that may wait to be played
             (audio modes that send back); a producer faster than real time runs this far
             ahead of playback, then waits. Barge-in drops what waits.
-        jitter_buffer: the jitter buffer of inbound audio (send and send-receive audio):
-            ``"aiortc"`` (default; aiortc's own) or ``"adaptive"`` (:mod:`webrtc_ref.jitter`,
-            opt-in). ``"adaptive"`` needs an aiortc version it was tested with
+        jitter_buffer: the jitter buffer of inbound audio (send and send-receive audio
+            and audio-video): ``"aiortc"`` (aiortc's own) or ``"adaptive"``
+            (:mod:`webrtc_ref.jitter`); ``None`` (default): ``"adaptive"`` for
+            audio-video, so its audio keeps step with its video, ``"aiortc"`` otherwise
+            (:func:`webrtc_ref.jitter.default_choice`). An explicit ``"adaptive"`` needs
+            an aiortc version it was tested with
             (:data:`webrtc_ref.jitter.TESTED_AIORTC_VERSIONS`); with another one the
-            constructor raises ``RuntimeError`` saying so. Video keeps aiortc's buffer.
+            constructor raises ``RuntimeError`` saying so. Inbound video always gets
+            :class:`webrtc_ref.jitter.EagerVideoJitterBuffer` on a tested aiortc.
     """
 
     def __init__(
@@ -223,14 +228,26 @@ class StreamServer:
         max_pending_per_address: int | None = DEFAULT_MAX_PENDING_PER_ADDRESS,
         show_error: Callable[[], bool] | None = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-        jitter_buffer: JitterBufferChoice = "aiortc",
+        jitter_buffer: JitterBufferChoice | None = None,
         output_buffer_s: float = DEFAULT_OUTPUT_BUFFER_S,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}; got {modality!r}")
-        if modality == "audio" and mode != "receive":
+        if mode not in MODES_OF[modality]:
+            raise ValueError(
+                f"mode {mode!r} is not supported for modality {modality!r}; allowed: "
+                f"{MODES_OF[modality]}"
+            )
+        if modality == "audio-video":
+            if not handles_video(handler):
+                raise ValueError(
+                    "an audio-video stream's handler must be an AudioVideoStreamHandler "
+                    "(a StreamHandler with video_receive and video_emit); got "
+                    f"{type(handler).__name__}"
+                )
+        elif modality == "audio" and mode != "receive":
             if not isinstance(handler, StreamHandler):
                 raise ValueError(
                     f"In the {mode} mode for audio, the event handler must be an instance of "
@@ -247,8 +264,12 @@ class StreamServer:
         _check_positive("shutdown_timeout", shutdown_timeout, allow_none=False)
         check_output_buffer_s(output_buffer_s)
         check_max_offer_bytes(max_offer_bytes)
-        jitter_buffer = jitter.check_choice(jitter_buffer)
-        if jitter_buffer == "adaptive" and modality == "audio" and mode != "receive":
+        jitter_buffer = (
+            jitter.default_choice(modality)
+            if jitter_buffer is None
+            else jitter.check_choice(jitter_buffer)
+        )
+        if jitter_buffer == "adaptive" and modality != "video" and mode != "receive":
             jitter.check_aiortc_version()
         self.shutdown_timeout = float(shutdown_timeout)
         self.max_offer_bytes = max_offer_bytes
@@ -349,6 +370,11 @@ class StreamServer:
                     raise TypeError(
                         f"{type(self.spec.handler).__name__}.copy() must return a "
                         f"StreamHandler; got {type(handler).__name__}"
+                    )
+                if self.spec.modality == "audio-video" and not handles_video(handler):
+                    raise TypeError(
+                        f"{type(self.spec.handler).__name__}.copy() must return an "
+                        f"AudioVideoStreamHandler; got {type(handler).__name__}"
                     )
             except Exception as exc:
                 self._registry.release(webrtc_id)

@@ -23,9 +23,23 @@ from typing import Any, Literal
 from aiortc.sdp import SessionDescription
 
 Mode = Literal["send-receive", "send", "receive"]
-Modality = Literal["video", "audio"]
+Modality = Literal["video", "audio", "audio-video"]
 MODES: tuple[str, ...] = ("send-receive", "send", "receive")
-MODALITIES: tuple[str, ...] = ("video", "audio")
+MODALITIES: tuple[str, ...] = ("video", "audio", "audio-video")
+#: Kinds of media sections (tracks); the data channel's section is "application".
+MEDIA_KINDS: tuple[str, ...] = ("video", "audio")
+#: The modes each modality supports (audio-video: a handler both ways, send-receive only).
+MODES_OF: dict[str, tuple[str, ...]] = {
+    "video": MODES,
+    "audio": MODES,
+    "audio-video": ("send-receive",),
+}
+
+
+def track_kinds(modality: Modality | str) -> tuple[str, ...]:
+    """The track kinds a stream of ``modality`` carries each way, in offer order."""
+    return ("audio", "video") if modality == "audio-video" else (str(modality),)
+
 
 CONCURRENCY_LIMIT_REACHED = "concurrency_limit_reached"
 CONNECTION_ALREADY_EXISTS = "connection_already_exists"
@@ -104,7 +118,7 @@ class Offer:
         return [
             m.kind
             for m in self.description.media
-            if m.kind in MODALITIES and (m.direction or "sendrecv") in wanted and m.port != 0
+            if m.kind in MEDIA_KINDS and (m.direction or "sendrecv") in wanted and m.port != 0
         ]
 
     @property
@@ -211,7 +225,7 @@ def _check_transport(description: SessionDescription) -> None:
     channels = 0
     for index, media in enumerate(description.media):
         where = f"media section {index} ({media.kind})"
-        if media.kind not in (*MODALITIES, "application"):
+        if media.kind not in (*MEDIA_KINDS, "application"):
             raise SignalingError(
                 UNSUPPORTED_MEDIA,
                 f"{where}: media kind {media.kind[:20]!r} is not supported; "
@@ -226,7 +240,7 @@ def _check_transport(description: SessionDescription) -> None:
             )
         if not media.dtls or not media.dtls.fingerprints:
             raise SignalingError(INVALID_OFFER, f"{where} lacks a=fingerprint", field="sdp")
-        if media.kind in MODALITIES and not media.rtcp_mux:
+        if media.kind in MEDIA_KINDS and not media.rtcp_mux:
             raise SignalingError(INVALID_OFFER, f"{where} lacks a=rtcp-mux", field="sdp")
         mid = media.rtp.muxId
         if mid:
@@ -249,49 +263,57 @@ def _check_transport(description: SessionDescription) -> None:
 def check_media(offer: Offer, mode: Mode, modality: Modality) -> None:
     """Raise ``unsupported_media`` unless the offer carries what ``mode``/``modality`` need.
 
-    send-receive and send need the client to send ``modality`` (send-receive also to
-    receive it); receive needs the client to accept ``modality``. A media section of the
-    other kind is refused rather than silently ignored.
+    The offer may have at most one media section of each of ``modality``'s track kinds
+    (audio-video: one audio and one video) and none of another kind; a foreign section
+    is refused rather than silently ignored. send-receive and send need the client to
+    send each kind (send-receive also to receive it); receive needs the client to accept
+    each kind.
     """
-    other = [m.kind for m in offer.description.media if m.kind in MODALITIES and m.port != 0]
-    foreign = sorted({kind for kind in other if kind != modality})
+    kinds = track_kinds(modality)
+    other = [m.kind for m in offer.description.media if m.kind in MEDIA_KINDS and m.port != 0]
+    carries = " and ".join(kinds)
+    foreign = sorted({kind for kind in other if kind not in kinds})
     if foreign:
         raise SignalingError(
             UNSUPPORTED_MEDIA,
-            f"this stream carries {modality} only; the offer has {', '.join(foreign)}",
+            f"this stream carries {carries} only; the offer has {', '.join(foreign)}",
             expected=modality,
             offered=other,
         )
-    if len(other) > 1:
-        raise SignalingError(
-            UNSUPPORTED_MEDIA,
-            f"this stream carries one {modality} track; the offer has {len(other)} "
-            f"{modality} sections",
-            expected=modality,
-            offered=other,
-        )
+    for kind in kinds:
+        count = other.count(kind)
+        if count > 1:  # none at all: the direction checks below say what is missing
+            raise SignalingError(
+                UNSUPPORTED_MEDIA,
+                f"this stream carries one {kind} track; the offer has {count} {kind} sections",
+                expected=modality,
+                offered=other,
+            )
     needs_send = mode in ("send-receive", "send")
     needs_receive = mode in ("send-receive", "receive")
-    if needs_send and modality not in offer.media_kinds(sending=True):
-        raise SignalingError(
-            UNSUPPORTED_MEDIA,
-            f"mode {mode!r} needs the client to send {modality}; the offer sends none",
-            expected=modality,
-            offered=other,
-        )
-    if needs_receive and modality not in offer.media_kinds(sending=False):
-        raise SignalingError(
-            UNSUPPORTED_MEDIA,
-            f"mode {mode!r} needs the client to receive {modality}; the offer accepts none",
-            expected=modality,
-            offered=other,
-        )
+    sending = offer.media_kinds(sending=True)
+    receiving = offer.media_kinds(sending=False)
+    for kind in kinds:
+        if needs_send and kind not in sending:
+            raise SignalingError(
+                UNSUPPORTED_MEDIA,
+                f"mode {mode!r} needs the client to send {kind}; the offer sends none",
+                expected=modality,
+                offered=other,
+            )
+        if needs_receive and kind not in receiving:
+            raise SignalingError(
+                UNSUPPORTED_MEDIA,
+                f"mode {mode!r} needs the client to receive {kind}; the offer accepts none",
+                expected=modality,
+                offered=other,
+            )
 
 
 def media_sections(modality: Modality) -> int:
     """How many media sections an offer for ``modality`` may have: its tracks' sections
     plus the data channel."""
-    return 2
+    return len(track_kinds(modality)) + 1
 
 
 def answer_reply(sdp: str) -> dict[str, Any]:

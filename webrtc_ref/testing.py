@@ -123,11 +123,13 @@ class ClientPeer:
     """A browser stand-in: a real aiortc peer speaking webrtc_ref's signalling protocol.
 
     It creates the ``"text"`` data channel first (as the browser client does), adds
-    ``send`` as its outgoing track or a receive-only transceiver for ``receive``, gathers
+    ``send`` as its outgoing track (or tracks: audio-video sends a list, audio first) or a
+    receive-only transceiver for ``receive``, gathers
     ICE completely and posts the offer through ``signal`` (any async callable taking the
     offer body and returning the reply: ``StreamServer.offer`` in-process, or an HTTP
     call to the component server route). Data-channel messages are recorded in
-    ``messages``; the first remote track is ``remote``. ``rtc_configuration`` is a
+    ``messages``; the first remote track is ``remote``, every remote track is in
+    ``remotes`` by kind. ``rtc_configuration`` is a
     browser-style RTCConfiguration dict (ICE servers, ``iceTransportPolicy``); by default
     no ICE servers.
     """
@@ -147,11 +149,15 @@ class ClientPeer:
         self.webrtc_id = webrtc_id or secrets.token_hex(8)
         self.messages: list[str] = []
         self.remote: object | None = None
+        self.remotes: dict[str, Any] = {}
         self._remote_ready = asyncio.Event()
         self.channel = self.pc.createDataChannel("text") if data_channel else None
         if self.channel is not None:
             self.channel.on("message", self._on_message)
-        if send is not None:
+        if isinstance(send, list | tuple):
+            for track in send:
+                self.pc.addTrack(track)
+        elif send is not None:
             self.pc.addTrack(send)  # type: ignore[arg-type]
         elif receive is not None:
             self.pc.addTransceiver(receive, direction="recvonly")
@@ -162,7 +168,8 @@ class ClientPeer:
         if isinstance(message, str):
             self.messages.append(message)
 
-    def _on_track(self, track: object) -> None:
+    def _on_track(self, track: Any) -> None:
+        self.remotes.setdefault(track.kind, track)
         if self.remote is None:
             self.remote = track
             self._remote_ready.set()

@@ -9,7 +9,9 @@ aiortc's sender pulls them out with ``recv`` on the event loop, paced in real ti
   once, its timestamps jump by the gap), so a reply is never delayed to "catch up". With
   nothing queued, nothing is sent.
 - :class:`OutboundVideoTrack`: ``av.VideoFrame`` frames. ``paced=False`` (send-receive)
-  forwards each processed frame as soon as it is ready, keeping its capture timestamp;
+  forwards each processed frame as soon as it is ready, keeping its capture timestamp
+  (a frame without one, from an audio-video handler's ``video_emit``, is stamped when
+  pushed);
   ``paced=True`` (receive mode) releases frames at ``fps`` with a 90 kHz clock.
 """
 
@@ -277,9 +279,23 @@ class OutboundVideoTrack(MediaStreamTrack):
         self._queue = _FrameQueue(loop, capacity=capacity, drop_oldest=not paced)
         self._start: float | None = None
         self._due = 0.0
+        self._stamp_lock = threading.Lock()
+        self._epoch: float | None = None
+        self._last_pts = -1
         self.frames_sent = 0
 
     def push(self, frame: av.VideoFrame, timeout: float | None = None) -> bool:
+        """Queue ``frame`` (any thread). A frame without ``pts`` is stamped now, on a 90 kHz
+        clock of this track (increasing), so frames leave spaced as they were produced."""
+        if frame.pts is None and not self._paced:
+            with self._stamp_lock:
+                now = time.monotonic()
+                if self._epoch is None:
+                    self._epoch = now
+                pts = max(int((now - self._epoch) * VIDEO_CLOCK_RATE), self._last_pts + 1)
+                self._last_pts = pts
+            frame.pts = pts
+            frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
         return self._queue.put(frame, timeout)
 
     def finish(self) -> None:

@@ -11,6 +11,7 @@ runs on the requirements it violates, which must all fail.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -19,11 +20,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from conformance import catalogue as catalogue_module
 from conformance import expectations as expectations_module
-from conformance.gradio_http import apply_diff
+from conformance.gradio_http import GradioApp, apply_diff
 from conformance.report import combine, render_markdown, totals
 from conformance.wire import END, ERROR, INPUTS, OTHER, OUTPUTS, classify, message_text
 
@@ -219,6 +221,60 @@ def test_gradio_output_diffs_apply() -> None:
     value = apply_diff(value, [["append", ["b"], "yz"], ["add", ["a", 2], 3]])
     assert value == {"a": [1, 2, 3], "b": "xyz"}
     assert apply_diff(value, [["replace", [], 5]]) == 5
+
+
+async def test_a_completion_streamed_before_its_join_reply_is_not_lost() -> None:
+    """With another event of the session running, the SSE stream can carry an event's
+    process_completed before the reply of its queue/join has been read (a fast function on
+    a loaded machine): the session still gets that event's result."""
+    messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    stream_open = asyncio.Event()
+    delivered: dict[str, asyncio.Event] = {"a": asyncio.Event(), "b": asyncio.Event()}
+    joins = iter(["a", "b"])
+
+    def completed(event_id: str, value: int) -> dict[str, Any]:
+        return {
+            "msg": "process_completed",
+            "event_id": event_id,
+            "success": True,
+            "output": {"data": [value]},
+        }
+
+    async def sse() -> Any:
+        stream_open.set()
+        while True:
+            message = await messages.get()
+            yield f"data: {json.dumps(message)}\n\n".encode()
+            # resumed: the reader has handled every line of the chunk above
+            if message["msg"] == "close_stream":
+                return
+            delivered[message["event_id"]].set()
+
+    async def handler(request: Any) -> Any:
+        if request.url.path == "/gradio_api/queue/data":
+            return httpx.Response(200, content=sse())
+        event_id = next(joins)
+        if event_id == "b":  # this join's reply is read after its completion was streamed
+            messages.put_nowait(completed("b", 2))
+            await delivered["b"].wait()
+        return httpx.Response(200, json={"event_id": event_id})
+
+    app = GradioApp("http://gradio.invalid")
+    await app.http.aclose()
+    app.http = httpx.AsyncClient(
+        base_url="http://gradio.invalid", transport=httpx.MockTransport(handler)
+    )
+    session = app.session()
+    try:
+        first = asyncio.ensure_future(session.run({"id": 0}, [], timeout=5.0))
+        await stream_open.wait()
+        assert await session.run({"id": 1}, [], timeout=5.0) == [2]
+        messages.put_nowait(completed("a", 1))
+        messages.put_nowait({"msg": "close_stream"})
+        assert await first == [1]
+    finally:
+        await session.aclose()
+        await app.aclose()
 
 
 def test_data_channel_dialects_are_understood() -> None:

@@ -158,7 +158,7 @@ BAD_OPTIONS: list[tuple[str, Any, str]] = [
     ("mode", "bogus", "'send-receive', 'send', 'receive'"),
     ("mode", None, "'send-receive', 'send', 'receive'"),
     ("modality", "smell", "'video', 'audio'"),
-    ("modality", "audio-video", "'video', 'audio'"),
+    ("modality", "audio+video", "'video', 'audio', 'audio-video'"),
     ("rtc_configuration", "turn:x", "a dict (JSON object) or None"),
     ("rtc_configuration", {"iceServers": {1, 2}}, "JSON-serialisable"),
     ("server_rtc_configuration", [], "a dict (JSON object) or None"),

@@ -589,11 +589,12 @@ async def test_coturn_checks_the_expiry_when_allocating_only(turn: Coturn) -> No
     refreshed after it; a new allocation with the same credentials is refused."""
     import aioice.stun
 
-    username, password = rest_credentials(turn, ttl=2, user="short")
+    # a TTL that outlasts a slow allocation on a loaded machine, yet expires within the test
+    username, password = rest_credentials(turn, ttl=5, user="short")
     expiry = int(username.split(":")[0])
     transport, _ = await allocate(turn, username, password)
     try:
-        await async_wait_until(lambda: time.time() > expiry + 1, 5, "the credentials to expire")
+        await async_wait_until(lambda: time.time() > expiry + 1, 10, "the credentials to expire")
         protocol = transport._TurnTransport__inner_protocol
         refresh = aioice.stun.Message(
             message_method=aioice.stun.Method.REFRESH, message_class=aioice.stun.Class.REQUEST

@@ -720,3 +720,76 @@ def test_opus_concealment_decodes_with_aiortcs_decoder() -> None:
     assert decoder.decode(JitterFrame(b"", 99 * 960)) == []
     with pytest.raises(EOFError):
         decoder.decode(JitterFrame(payloads[-1], 100 * 960))
+
+
+# -- inbound video: frames out at their marker packet --------------------------------------
+
+
+def _video_packet(seq: int, ts: int, marker: bool, data: bytes) -> RtpPacket:
+    packet = RtpPacket(payload_type=96, sequence_number=seq & 0xFFFF, timestamp=ts)
+    packet.marker = int(marker)
+    packet._data = data  # type: ignore[attr-defined]  # what aiortc's depayloader sets
+    return packet
+
+
+def _frames_of(packets: list[RtpPacket], buffer: Any) -> list[tuple[int, int, bytes]]:
+    """(index of the packet after which a frame came out, its timestamp, its data)."""
+    out = []
+    for index, packet in enumerate(packets):
+        _, frame = buffer.add(packet)
+        if frame is not None:
+            out.append((index, frame.timestamp, frame.data))
+    return out
+
+
+def test_video_frame_leaves_at_its_marker_packet_not_with_the_next_frame() -> None:
+    from aiortc.jitterbuffer import JitterBuffer
+
+    # three frames of 3, 1 and 2 packets, sequence numbers wrapping past 65535
+    layout = [(3000, [b"a1", b"a2", b"a3"]), (6000, [b"b1"]), (9000, [b"c1", b"c2"])]
+    packets, seq = [], 65533
+    for ts, parts in layout:
+        for i, part in enumerate(parts):
+            packets.append(_video_packet(seq, ts, i == len(parts) - 1, part))
+            seq += 1
+    eager = jitter.EagerVideoJitterBuffer(capacity=128)
+    assert _frames_of(packets, eager) == [
+        (2, 3000, b"a1a2a3"),
+        (3, 6000, b"b1"),
+        (5, 9000, b"c1c2"),
+    ]
+    assert eager.eager_frames == 3
+    # aiortc's own buffer lets each frame out only with the next frame's first packet
+    stock = JitterBuffer(capacity=128, is_video=True)
+    assert [(i, ts) for i, ts, _ in _frames_of(packets, stock)] == [(3, 3000), (4, 6000)]
+
+
+def test_video_frame_with_a_missing_packet_waits_as_aiortc_would() -> None:
+    # frame 1's middle packet comes after its marker packet; frame 2 follows
+    a1, a2, a3 = (_video_packet(100 + i, 3000, i == 2, b"a%d" % i) for i in range(3))
+    b1 = _video_packet(103, 6000, True, b"b")
+    eager = jitter.EagerVideoJitterBuffer(capacity=128)
+    assert _frames_of([a1, a3], eager) == []  # the gap: nothing yet
+    assert _frames_of([a2], eager) == [(0, 3000, b"a0a1a2")]  # whole, in order
+    assert _frames_of([b1], eager) == [(0, 6000, b"b")]
+
+
+async def test_video_receivers_get_the_eager_buffer(peers: Callable[..., ClientPeer]) -> None:
+    from fixtures.tracks import BarcodeVideoTrack
+
+    server = StreamServer(
+        mode="send-receive", modality="video", handler=lambda frame: frame, concurrency_limit=None
+    )
+    try:
+        peer = peers(send=BarcodeVideoTrack(160, 120))
+        reply = await peer.connect(server.offer)
+        assert reply.get("type") == "answer", reply
+        await peer.wait_connected()
+        connection = server.connection(peer.webrtc_id)
+        assert connection is not None
+        receiver = next(t.receiver for t in connection.pc.getTransceivers())
+        buffer = getattr(receiver, jitter._PRIVATE + "jitter_buffer")
+        assert isinstance(buffer, jitter.EagerVideoJitterBuffer)
+        await async_wait_until(lambda: buffer.eager_frames >= 10, 10, "frames out at their marker")
+    finally:
+        await server.shutdown()
