@@ -300,12 +300,20 @@ def _audio_video() -> list[str]:
         "and each echoed frame is paired with the audio transit interpolated at its "
         "arrival instant. The test prints p50 and p95 (`-s` shows them).",
         "",
-        *[f"{line}" for line in AUDIO_VIDEO_FIGURES],
+        *AUDIO_VIDEO_FIGURES,
     ]
 
 
-#: The FAV-007 skew measured by the runs of this report (seconds are in ms).
-AUDIO_VIDEO_FIGURES: tuple[str, ...] = ()
+#: What FAV-007 measured (2-core machine, the suite's runs of 2026-12-02), as lines.
+AUDIO_VIDEO_FIGURES: tuple[str, ...] = (
+    "Measured (2 cores, 2026-12-02): webrtc_ref's skew is bimodal, by how the session "
+    "starts: in about half the runs p50 +9 to +22 ms, |skew| p95 11-24 ms (pass), in the "
+    "others p50 +296 to +439 ms for the whole session (a known gap in its expectation "
+    "file); its video's server transit is about 5 ms. fastrtc 0.0.34: p50 +99 and +177 "
+    "ms, |skew| p95 100 and 179 ms (audio 142-215 ms, video 38-43 ms). A bare aiortc "
+    "relay (MediaRelay) measures about +60 ms: its audio receive jitter buffer.",
+    "",
+)
 
 
 def _suite_checks() -> list[str]:
