@@ -218,6 +218,7 @@ def lint(session: nox.Session) -> None:
         "conformance/adapters",
         "conformance/plugin.py",
         "conformance/wire.py",
+        "conformance/avsync.py",
         "conformance/gradio_http.py",
         "conformance/helpers.py",
     )

@@ -48,6 +48,7 @@ FASTRTC_PREFIXES: dict[str, str] = {
     "fastrtc-reply-on-pause": "FROP",
     "fastrtc-control": "FMSG",
     "fastrtc-video": "FVID",
+    "fastrtc-audio-video": "FAV",
     "fastrtc-utils": "FUTL",
     "fastrtc-ice": "FICE",
 }

@@ -15,7 +15,11 @@ is one browser tab with a real aiortc peer connection:
 - changing an input value (:meth:`WirePeer.set_inputs`) fires that input's ``change``
   listeners, as moving a slider does;
 - what comes back is recorded: data-channel messages with their arrival time, outputs,
-  connection states, and the remote media (``fixtures.tracks`` recorders).
+  connection states, and the remote media (``fixtures.tracks`` recorders, one per remote
+  track: an audio-video peer sends and receives an audio and a video track);
+- with ``rtp_timing=True`` it also times its RTP (:class:`conformance.avsync.RtpTiming`):
+  when each remote frame's packets arrived, before aiortc's jitter buffer, and when each
+  frame of its own tracks was encoded and sent.
 
 Every wait has a deadline (scaled by ``CONFORMANCE_TIMEOUT_SCALE``); nothing sleeps a
 fixed time to let something happen.
@@ -29,7 +33,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,6 +220,23 @@ def video_recorder(track: MediaStreamTrack) -> Any:
     return VideoRecorder()
 
 
+def audio_recorder(track: MediaStreamTrack, *, timestamps: bool = False) -> Any:
+    """A ``fixtures.tracks.AudioRecorder`` (timestamp markers decoded if ``timestamps``)
+    that also keeps each frame's ``pts`` in ``.pts`` (aligned with ``.frames``)."""
+    from fixtures.tracks import AudioRecorder
+
+    class Recorder(AudioRecorder):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(track, decode_timestamps=timestamps, clock=time.time)
+            self.pts: list[int | None] = []
+
+        def _on_frame(self, frame: Any, arrival: float) -> None:
+            self.pts.append(frame.pts)
+            super()._on_frame(frame, arrival)
+
+    return Recorder()
+
+
 def _record(*args: Any) -> Any:
     from fixtures.tracks import FrameRecord
 
@@ -276,9 +297,12 @@ class WirePeer:
     """One browser tab with a real aiortc peer (see the module docstring).
 
     Parameters:
-        send: a track to send (send-receive/send modes).
+        send: a track to send (send-receive/send modes), or several (an audio and a video
+            track for the audio-video modality), added in order.
         receive: accept media of the scenario's modality with a receive-only transceiver
             (receive mode); ignored when ``send`` is given.
+        timestamps: decode timestamp markers (``fixtures.timestamps``) in received audio.
+        rtp_timing: time the RTP of every transceiver (``.rtp``, see the module docstring).
         inputs: current values of the stream's other inputs (default: the scenario's).
         webrtc_id: default: 16 random hex characters.
         data_channel: create the ``"text"`` data channel (the browser always does).
@@ -290,8 +314,10 @@ class WirePeer:
         self,
         wire: Wire,
         *,
-        send: MediaStreamTrack | None = None,
+        send: MediaStreamTrack | Sequence[MediaStreamTrack] | None = None,
         receive: bool | None = None,
+        timestamps: bool = False,
+        rtp_timing: bool = False,
         inputs: list[Any] | None = None,
         webrtc_id: str | None = None,
         data_channel: bool = True,
@@ -318,8 +344,13 @@ class WirePeer:
         self.reply: HttpReply | None = None
         self.offer_rtt_s: float | None = None  # offer posted -> reply received
         self.trigger_output: list[Any] | None = None
-        self.recorder: Any = None
+        self.recorder: Any = None  # the first remote track's
         self.remote: MediaStreamTrack | None = None
+        #: remote tracks and their recorders by kind ("audio", "video")
+        self.remotes: dict[str, MediaStreamTrack] = {}
+        self.recorders: dict[str, Any] = {}
+        self.timestamps = timestamps
+        self.rtp: Any = None
         self.ticks_sent = 0
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -330,10 +361,17 @@ class WirePeer:
             self.channel.on("message", self._on_message)
         if receive is None:
             receive = send is None and self.scenario.mode == "receive"
-        if send is not None:
-            self.pc.addTrack(send)
-        elif receive:
+        tracks = [send] if isinstance(send, MediaStreamTrack) else list(send or ())
+        for track in tracks:
+            self.pc.addTrack(track)
+        if not tracks and receive:
             self.pc.addTransceiver(self.scenario.modality, direction="recvonly")
+        self._expected_remotes = max(1, len({t.kind for t in tracks}))
+        if rtp_timing:
+            from conformance.avsync import RtpTiming
+
+            self.rtp = RtpTiming()
+            self.rtp.attach(self.pc)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
 
@@ -499,7 +537,7 @@ class WirePeer:
         scenario = self.scenario
         if scenario.mode == "receive":
             period = 1.0
-        elif scenario.modality == "video":
+        elif scenario.modality in ("video", "audio-video"):
             period = 0.5
         else:
             return
@@ -536,17 +574,19 @@ class WirePeer:
             self._spawn(self.pull_outputs())
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if self.remote is not None:
+        if track.kind in self.remotes:
             return
-        from fixtures.tracks import AudioRecorder
-
-        self.remote = track
         if track.kind == "video":
-            self.recorder = video_recorder(track)
+            recorder = video_recorder(track)
         else:
-            self.recorder = AudioRecorder(track, decode_timestamps=False, clock=time.time)
-        self._spawn(self.recorder.start())
-        self._remote_ready.set()
+            recorder = audio_recorder(track, timestamps=self.timestamps)
+        self.remotes[track.kind] = track
+        self.recorders[track.kind] = recorder
+        if self.remote is None:
+            self.remote, self.recorder = track, recorder
+        self._spawn(recorder.start())
+        if len(self.remotes) >= self._expected_remotes:
+            self._remote_ready.set()
 
     def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -568,7 +608,8 @@ class WirePeer:
         )
 
     async def wait_remote(self, timeout: float = 10.0) -> Any:
-        """Wait for the remote track; return its recorder."""
+        """Wait for the remote track (one of each kind sent, when several were); return the
+        first one's recorder (all are in ``.recorders``)."""
         await asyncio.wait_for(self._remote_ready.wait(), scaled(timeout))
         return self.recorder
 
@@ -609,8 +650,8 @@ class WirePeer:
         steps = [self.pc.close()]
         if self._own_session:
             steps.append(self.session.aclose())
-        if self.recorder is not None:
-            steps.insert(0, self.recorder.stop())
+        for recorder in self.recorders.values():
+            steps.insert(0, recorder.stop())
         for step in steps:  # teardown never hangs a run: each step gets a deadline
             try:
                 await asyncio.wait_for(step, scaled(5.0))

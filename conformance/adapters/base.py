@@ -31,13 +31,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Mode = Literal["send-receive", "send", "receive"]
-Modality = Literal["audio", "video"]
+Modality = Literal["audio", "video", "audio-video"]
 MODES: tuple[Mode, ...] = ("send-receive", "send", "receive")
+#: The user guide's modalities (every mode). fastrtc's "audio-video" exists in send-receive
+#: mode only (the fastrtc profile).
 MODALITIES: tuple[Modality, ...] = ("audio", "video")
 
 #: Every capability the suite knows. ``<modality>.<mode>`` are the stream kinds.
 CAPABILITIES: frozenset[str] = frozenset(
     {f"{modality}.{mode}" for modality in MODALITIES for mode in MODES}
+    | {
+        # fastrtc's AudioVideoStreamHandler / AsyncAudioVideoStreamHandler (Api's fields)
+        "audio-video.send-receive",
+    }
     | {
         "reply_on_pause",  # ReplyOnPause works offline (its pause detector is available)
         "additional_outputs",  # AdditionalOutputs + on_additional_outputs
@@ -56,6 +62,9 @@ class Api:
 
     ``reply_on_pause(fn, **kwargs)`` constructs a ``ReplyOnPause``; adapters use it to
     inject an offline pause detector where the implementation accepts one.
+    ``AudioVideoStreamHandler`` / ``AsyncAudioVideoStreamHandler``: the base classes of
+    the ``audio-video`` modality (fastrtc's names), a :class:`NotExported` where the
+    package has none (see :func:`exported`).
     """
 
     WebRTC: type
@@ -63,6 +72,8 @@ class Api:
     AdditionalOutputs: type
     ReplyOnPause: type
     reply_on_pause: Callable[..., Any]
+    AudioVideoStreamHandler: Any = None
+    AsyncAudioVideoStreamHandler: Any = None
 
 
 #: The names of fastrtc's handler API (the fastrtc profile) the suite uses, as exported by
@@ -96,6 +107,15 @@ class NotExported:
 
     __call__ = _fail
     __mro_entries__ = _fail
+
+
+def exported(module_name: str, name: str) -> Any:
+    """``module_name``'s export ``name``, or a :class:`NotExported` standing for it."""
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        return NotExported(module_name, name)
 
 
 @dataclass(frozen=True)

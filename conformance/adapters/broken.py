@@ -73,6 +73,8 @@ DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
             "FHND-009",
             "FHND-010",
             "FROP-003",
+            # FAV-004's two audio-video clients feed one handler's queues
+            "FAV-004",
         ),
     ),
     "busy_idle_emit": (
@@ -91,7 +93,8 @@ DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # additional outputs
     "outputs_reversed": (
         "AdditionalOutputs(a, b) reaches the function as fn(b, a)",
-        ("OUT-002",),  # OUT-003's items carry one value each: their order is unaffected
+        # OUT-003's items carry one value each: their order is unaffected
+        ("OUT-002", "FAV-005"),
     ),
     "outputs_latest_only": (
         "state_change delivers only the newest of the queued outputs",
@@ -150,6 +153,23 @@ DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "rtc_configuration_once": (
         "a function as rtc_configuration is called once and its value reused",
         ("FICE-001", "FICE-002"),
+    ),
+    "av_not_abstract": (
+        "AudioVideoStreamHandler's video_receive and video_emit are not abstract",
+        ("FAV-001",),
+    ),
+    "av_video_frozen": (
+        "an audio-video handler's first video_emit frame is sent in place of every later one",
+        # every check of the echoed video: the echoes (FAV-002, FAV-003, FAV-004) and the
+        # video beside the outputs (FAV-005); it also leaves FAV-007 (the skew) nothing to
+        # measure, but webrtc_ref's expectation file lists FAV-007 as a known gap: add it
+        # here once that entry is gone
+        ("FAV-002", "FAV-003", "FAV-004", "FAV-005"),
+    ),
+    "av_shared_worker": (
+        "an audio-video handler's receive waits while its video_receive runs (as if "
+        "audio and video shared one worker)",
+        ("FAV-006",),
     ),
 }
 
@@ -364,6 +384,86 @@ def _without_start_up(handler: Any) -> Any:
     return handler
 
 
+def _first_frame_forever(item: Any, kept: list[Any]) -> Any:
+    """``item`` (a video_emit output) with its frame replaced by the first one seen."""
+    media, extra = item if isinstance(item, tuple) and len(item) == 2 else (item, None)
+    if not isinstance(media, np.ndarray):
+        return item
+    if not kept:
+        kept.append(media)
+    return kept[0] if extra is None else (kept[0], extra)
+
+
+def _av_variant(handler: Any, defects: tuple[str, ...]) -> Any:
+    """``handler`` (an audio-video handler) as an instance of a subclass of its class with
+    the audio-video defects, and its copies likewise."""
+    import inspect
+    import threading
+
+    base = type(handler)
+    frozen = "av_video_frozen" in defects
+    shared = "av_shared_worker" in defects and not inspect.iscoroutinefunction(base.video_receive)
+    if not frozen and not shared:
+        return handler
+    namespace: dict[str, Any] = {}
+
+    def copy(self: Any) -> Any:
+        clone = base.copy(self)
+        clone.__class__ = variant
+        return clone
+
+    namespace["copy"] = copy
+    if frozen:
+        if inspect.iscoroutinefunction(base.video_emit):
+
+            async def video_emit_async(self: Any) -> Any:
+                kept = self.__dict__.setdefault("_broken_first_frame", [])
+                return _first_frame_forever(await base.video_emit(self), kept)
+
+            namespace["video_emit"] = video_emit_async
+        else:
+
+            def video_emit(self: Any) -> Any:
+                kept = self.__dict__.setdefault("_broken_first_frame", [])
+                return _first_frame_forever(base.video_emit(self), kept)
+
+            namespace["video_emit"] = video_emit
+    if shared:
+        lock = threading.Lock()  # one per stream: enough to serialise each connection
+
+        def receive(self: Any, frame: Any) -> Any:
+            with lock:
+                return base.receive(self, frame)
+
+        def video_receive(self: Any, frame: Any) -> Any:
+            with lock:
+                return base.video_receive(self, frame)
+
+        namespace["receive"] = receive
+        namespace["video_receive"] = video_receive
+    variant = type(base.__name__, (base,), namespace)
+    handler.__class__ = variant
+    return handler
+
+
+def _not_abstract(api: Any) -> Any:
+    """``api`` whose AudioVideoStreamHandler has concrete (do-nothing) video methods."""
+    import dataclasses
+
+    base = api.AudioVideoStreamHandler
+    if not isinstance(base, type):
+        return api
+
+    class AudioVideoStreamHandler(base):  # type: ignore[misc,valid-type]
+        def video_receive(self, frame: Any) -> None:
+            return None
+
+        def video_emit(self) -> Any:
+            return None
+
+    return dataclasses.replace(api, AudioVideoStreamHandler=AudioVideoStreamHandler)
+
+
 def _broken_webrtc(defects: tuple[str, ...]) -> type:
     from webrtc_ref.component import WebRTC
     from webrtc_ref.handlers import AsyncStreamHandler, StreamHandler
@@ -395,6 +495,8 @@ def _broken_webrtc(defects: tuple[str, ...]) -> type:
                     and not isinstance(fn, AsyncStreamHandler | ReplyOnPause)
                 ):
                     fn = _without_start_up(fn)
+                if self.modality == "audio-video" and fn is not None:
+                    fn = _av_variant(fn, defects)
                 if "no_copy" in defects and isinstance(fn, StreamHandler):
                     original = fn
                     fn.copy = lambda: original  # type: ignore[method-assign]
@@ -517,6 +619,8 @@ class BrokenAdapter(WebrtcRefAdapter):
                     super().__init__(*reversed(args))
 
             additional = ReversedOutputs
+        if "av_not_abstract" in defects:
+            api = _not_abstract(api)
         return dataclasses.replace(
             api,
             WebRTC=_broken_webrtc(defects),

@@ -66,4 +66,6 @@ class FastrtcAdapter(Adapter):
             AdditionalOutputs=fastrtc.AdditionalOutputs,
             ReplyOnPause=fastrtc.ReplyOnPause,
             reply_on_pause=reply_on_pause,
+            AudioVideoStreamHandler=fastrtc.AudioVideoStreamHandler,
+            AsyncAudioVideoStreamHandler=fastrtc.AsyncAudioVideoStreamHandler,
         )

@@ -19,13 +19,16 @@ class GradioWebrtcAdapter(Adapter):
 
     name = "gradio_webrtc"
     module = "gradio_webrtc"
-    capabilities = CAPABILITIES - {"reply_on_pause", "fastrtc"}
+    capabilities = CAPABILITIES - {"reply_on_pause", "fastrtc", "audio-video.send-receive"}
     unsupported = {  # noqa: RUF012
         "reply_on_pause": (
             "ReplyOnPause downloads its Silero VAD model from the Hugging Face hub at "
             "construction and has no parameter to inject an offline model"
         ),
         "fastrtc": "it predates fastrtc's handler API (the fastrtc profile)",
+        "audio-video.send-receive": (
+            "it has no audio-video modality (no AudioVideoStreamHandler; fastrtc added it)"
+        ),
     }
     periodic_ticks = True
     tick_on_open = False

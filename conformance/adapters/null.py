@@ -30,6 +30,20 @@ class NullStreamHandler(ABC):
     def copy(self) -> Any: ...
 
 
+class NullAudioVideoStreamHandler(NullStreamHandler):
+    """Abstract as the real one, and nothing behind it."""
+
+    @abstractmethod
+    def video_receive(self, frame: Any) -> None: ...
+
+    @abstractmethod
+    def video_emit(self) -> Any: ...
+
+
+class NullAsyncAudioVideoStreamHandler(NullAudioVideoStreamHandler):
+    pass
+
+
 class NullAdditionalOutputs:
     def __init__(self, *args: Any) -> None:
         self.args = args
@@ -145,4 +159,6 @@ class NullAdapter(Adapter):
             AdditionalOutputs=NullAdditionalOutputs,
             ReplyOnPause=NullReplyOnPause,
             reply_on_pause=NullReplyOnPause,
+            AudioVideoStreamHandler=NullAudioVideoStreamHandler,
+            AsyncAudioVideoStreamHandler=NullAsyncAudioVideoStreamHandler,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.adapters.base import CAPABILITIES, Adapter, Api
+from conformance.adapters.base import CAPABILITIES, Adapter, Api, exported
 
 
 class WebrtcRefAdapter(Adapter):
@@ -48,4 +48,6 @@ class WebrtcRefAdapter(Adapter):
             AdditionalOutputs=AdditionalOutputs,
             ReplyOnPause=ReplyOnPause,
             reply_on_pause=ReplyOnPause,
+            AudioVideoStreamHandler=exported("webrtc_ref", "AudioVideoStreamHandler"),
+            AsyncAudioVideoStreamHandler=exported("webrtc_ref", "AsyncAudioVideoStreamHandler"),
         )

@@ -288,6 +288,82 @@ def test_data_channel_dialects_are_understood() -> None:
     assert classify("Server received: handshake") == OTHER
 
 
+def test_skew_pairs_video_with_the_audio_that_arrived_with_it() -> None:
+    from conformance.avsync import Transit, skew_of
+
+    # audio: 100 ms transit, markers every 100 ms; video: 40 ms transit, 30 fps
+    audio = [Transit(10.0 + 0.1 * k, 10.1 + 0.1 * k) for k in range(20)]
+    video = [Transit(10.0 + k / 30, 10.04 + k / 30) for k in range(60)]
+    skew = skew_of(audio, video)
+    assert len(skew.samples) == 57  # frames before the first / after the last marker out
+    assert skew.percentile(50) == pytest.approx(0.060)
+    assert skew.percentile(95, absolute=True) == pytest.approx(0.060)
+    # a gap in the audio markers longer than max_span: the frames inside are not paired
+    holey = [t for t in audio if not 10.5 < t.arrived < 10.95]
+    assert len(skew_of(holey, video).samples) < 45
+
+
+def test_skew_of_a_bare_aiortc_relay_is_its_audio_jitter_buffer() -> None:
+    """conformance.avsync on a real loopback connection whose server relays the client's
+    tracks back (aiortc's MediaRelay): the audio waits in the server's receive jitter buffer
+    (prefetch 4), the video does not, so audio leaves some 60 ms after its video."""
+    import asyncio
+
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.contrib.media import MediaRelay
+
+    from conformance.avsync import RtpTiming, audio_transits, skew_of, video_transits
+    from conformance.helpers import run_async
+    from conformance.wire import audio_recorder, eventually, video_recorder
+    from fixtures.tracks import BarcodeVideoTrack, TimestampAudioTrack
+
+    async def relay_echo() -> Any:
+        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        server = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        relay = MediaRelay()
+        server.on("track", lambda track: server.addTrack(relay.subscribe(track)))
+        client.addTrack(TimestampAudioTrack())
+        client.addTrack(BarcodeVideoTrack(320, 240))
+        timing = RtpTiming()
+        timing.attach(client)
+        recorders: dict[str, Any] = {}
+        starting: list[Any] = []
+
+        def on_track(track: Any) -> None:
+            recorder = (
+                video_recorder(track)
+                if track.kind == "video"
+                else audio_recorder(track, timestamps=True)
+            )
+            recorders[track.kind] = recorder
+            starting.append(asyncio.ensure_future(recorder.start()))
+
+        client.on("track", on_track)
+        try:
+            await client.setLocalDescription(await client.createOffer())
+            await server.setRemoteDescription(client.localDescription)
+            await server.setLocalDescription(await server.createAnswer())
+            await client.setRemoteDescription(server.localDescription)
+            await eventually(lambda: len(recorders) == 2, 10.0)
+            await eventually(lambda: len(recorders["audio"].markers) >= 40, 10.0)
+        finally:
+            for recorder in recorders.values():
+                await recorder.stop()
+            await client.close()
+            await server.close()
+        audio = audio_transits(recorders["audio"], timing["audio"])
+        video = video_transits(recorders["video"], timing["video"])
+        assert audio and video, (len(audio), len(video))
+        settled = audio[0].arrived + 1.0
+        return skew_of(
+            [t for t in audio if t.arrived > settled], [t for t in video if t.arrived > settled]
+        )
+
+    skew = run_async(relay_echo())
+    assert len(skew.samples) >= 60, skew.summary()
+    assert 0.030 <= skew.percentile(50) <= 0.120, skew.summary()
+
+
 # -- the suite can fail ------------------------------------------------------------------------
 
 
