@@ -896,6 +896,7 @@ class WebRTC(gr.HTML):
             stream_every=0.5,
             trigger_mode="always_last",
             show_progress="hidden",
+            queue=False,
         )
         # Other inputs also reach the stream as soon as they change (not only on ticks).
         for component in others:
@@ -909,6 +910,7 @@ class WebRTC(gr.HTML):
                 trigger_mode="always_last",
                 show_progress="hidden",
                 api_visibility="undocumented",
+                queue=False,
             )
         return dependency
 
