@@ -31,7 +31,7 @@ from gradio.blocks import Block
 from gradio.components.base import server
 from gradio.events import Dependency
 
-from webrtc_ref import lifecycle
+from webrtc_ref import lifecycle, warmup
 from webrtc_ref.handlers import StreamHandler, handles_video
 from webrtc_ref.jitter import JITTER_BUFFERS
 from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS
@@ -861,6 +861,7 @@ class WebRTC(gr.HTML):
             output_buffer_s=self.output_buffer_s,
         )
         lifecycle.install_signal_handlers()
+        warmup.warm_up()
         self.event_handler = fn
         self.concurrency_limit = limit
         self.time_limit = effective_time_limit

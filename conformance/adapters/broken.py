@@ -160,11 +160,10 @@ DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "av_video_frozen": (
         "an audio-video handler's first video_emit frame is sent in place of every later one",
-        # every check of the echoed video: the echoes (FAV-002, FAV-003, FAV-004) and the
-        # video beside the outputs (FAV-005); it also leaves FAV-007 (the skew) nothing to
-        # measure, but webrtc_ref's expectation file lists FAV-007 as a known gap: add it
-        # here once that entry is gone
-        ("FAV-002", "FAV-003", "FAV-004", "FAV-005"),
+        # every check of the echoed video: the echoes (FAV-002, FAV-003, FAV-004), the
+        # video beside the outputs (FAV-005), and the skew (FAV-007), which has no frames
+        # to match
+        ("FAV-002", "FAV-003", "FAV-004", "FAV-005", "FAV-007"),
     ),
     "av_shared_worker": (
         "an audio-video handler's receive waits while its video_receive runs (as if "

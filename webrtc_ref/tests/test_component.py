@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -1145,3 +1146,27 @@ def test_browser_limit_restart_and_time_limit(browser_app: tuple[str, Recorder, 
     finally:
         for c in contexts:
             c.close()
+
+
+def test_stream_warms_up_gradios_first_event_work_in_the_background() -> None:
+    """stream() imports in the background what Gradio's first event would import on its
+    server loop (matplotlib.pyplot, about 0.35 s holding the GIL, freezing every
+    connection's media); checked in a fresh interpreter, where nothing imported it yet."""
+    pytest.importorskip("matplotlib")
+    code = """
+import sys
+import gradio as gr
+from webrtc_ref import WebRTC
+assert "matplotlib.pyplot" not in sys.modules, "imported before stream()"
+with gr.Blocks():
+    video = WebRTC(mode="send-receive", modality="video")
+    video.stream(lambda frame: frame, inputs=[video], outputs=[video])
+from webrtc_ref import warmup
+assert warmup.done.wait(60), "the warm-up did not finish"
+print("pyplot" if "matplotlib.pyplot" in sys.modules else "missing")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("pyplot"), result.stdout + result.stderr[-2000:]
