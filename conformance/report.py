@@ -306,12 +306,14 @@ def _audio_video() -> list[str]:
 
 #: What FAV-007 measured (2-core machine, the suite's runs of 2026-12-02), as lines.
 AUDIO_VIDEO_FIGURES: tuple[str, ...] = (
-    "Measured (2 cores, 2026-12-02): webrtc_ref's skew is bimodal, by how the session "
-    "starts: in about half the runs p50 +9 to +22 ms, |skew| p95 11-24 ms (pass), in the "
-    "others p50 +296 to +439 ms for the whole session (a known gap in its expectation "
-    "file); its video's server transit is about 5 ms. fastrtc 0.0.34: p50 +99 and +177 "
-    "ms, |skew| p95 100 and 179 ms (audio 142-215 ms, video 38-43 ms). A bare aiortc "
-    "relay (MediaRelay) measures about +60 ms: its audio receive jitter buffer.",
+    "Measured (2 cores, 2026-12-02): webrtc_ref p50 +11 to +12 ms, |skew| p95 11-14 ms "
+    "over 8 runs (audio's server transit about 15 ms, video's about 4 ms). Before the "
+    "build-time warm-up (`webrtc_ref/warmup.py`) a third of the sessions measured +264 to "
+    "+439 ms for the whole session: Gradio's first event imported matplotlib.pyplot on "
+    "its server loop, freezing the media for about 0.35 s, and the audio kept the "
+    "backlog. fastrtc 0.0.34: p50 +99 and +177 ms, |skew| p95 100 and 179 ms (audio "
+    "142-215 ms, video 38-43 ms). A bare aiortc relay (MediaRelay) measures about +60 ms: "
+    "its audio receive jitter buffer.",
     "",
 )
 
