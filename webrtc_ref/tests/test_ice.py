@@ -586,7 +586,7 @@ async def test_coturn_takes_fresh_credentials_and_refuses_expired_or_foreign_one
 @pytest.mark.slow
 async def test_coturn_checks_the_expiry_when_allocating_only(turn: Coturn) -> None:
     """Why a short TTL is safe (docs/turn.md): an allocation made before the expiry is
-    refreshed after it; a new allocation with the same credentials is refused."""
+    refreshed after it."""
     import aioice.stun
 
     # a TTL that outlasts a slow allocation on a loaded machine, yet expires within the test
@@ -604,8 +604,9 @@ async def test_coturn_checks_the_expiry_when_allocating_only(turn: Coturn) -> No
         assert response.attributes["LIFETIME"] == 600
     finally:
         transport.close()
-    with pytest.raises(aioice.stun.TransactionFailed):
-        await allocate(turn, username, password)
+    # That a new allocation with expired credentials is refused is shown with credentials
+    # long expired (test_coturn_takes_fresh_credentials_and_refuses_expired_or_foreign_ones):
+    # seconds after the expiry, coturn sometimes still accepts them.
 
 
 def local_candidate_types(peer: ClientPeer) -> set[str]:
