@@ -53,10 +53,8 @@ def av_tracks(start_id: int = 0, start_sample: int = 0) -> tuple[Any, Any]:
 def frame_id(image: Any) -> int | None:
     from fixtures.video import read_frame_id
 
-    try:
-        return int(read_frame_id(np.asarray(image)))
-    except (ValueError, TypeError):
-        return None
+    found = read_frame_id(np.asarray(image))
+    return None if found is None else int(found)
 
 
 def _note_video(probe: Probe, handler: Any, frame: Any) -> None:
