@@ -126,7 +126,9 @@ def _warning_plan(fapi: FastrtcApi) -> Plan:
                 def receive(self, frame: Any) -> None:
                     rate, array = frame
                     self.frames += 1
-                    if self.frames == 25 and not self.warned:
+                    # >= rather than ==: a handler shared by both connections (a
+                    # broken copy()) still warns the 880 Hz sender on its next frame
+                    if self.frames >= 25 and not self.warned:
                         freq = dominant_frequency(array.reshape(-1), rate)
                         if abs(freq - WARNED_FREQ) < 60:
                             self.warned = True
