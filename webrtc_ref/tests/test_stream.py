@@ -26,6 +26,7 @@ from fastapi.responses import StreamingResponse
 
 from fixtures.analysis import dominant_frequency
 from fixtures.tracks import AudioRecorder, BarcodeVideoTrack, FrameRecorder, ToneAudioTrack
+from fixtures.video import make_frame
 from webrtc_ref import AdditionalOutputs, Stream, get_current_context
 from webrtc_ref.demos.echo_audio import EchoHandler
 from webrtc_ref.testing import ClientPeer, async_wait_until, free_port, launched, wait_until
@@ -46,6 +47,12 @@ def video_fn(frame: np.ndarray, threshold: float) -> Any:
     return frame
 
 
+def barcodes() -> Iterator[np.ndarray]:
+    """Receive mode: barcode frames 0, 1, 2, ... (the sender paces them)."""
+    for frame_id in range(100_000):
+        yield make_frame(frame_id, 320, 240)
+
+
 @dataclass
 class App:
     url: str
@@ -53,6 +60,7 @@ class App:
     audio: Stream
     av: Stream
     limited: Stream
+    receive: Stream
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +76,11 @@ def app() -> Iterator[App]:
     audio = Stream(EchoHandler(), modality="audio", mode="send-receive", concurrency_limit=None)
     av = Stream(EchoAV(), modality="audio-video", mode="send-receive", concurrency_limit=None)
     limited = Stream(EchoHandler(), modality="audio", concurrency_limit=1)
+    receive = Stream(barcodes, modality="video", mode="receive", concurrency_limit=None)
     fastapi_app = FastAPI()
     video.mount(fastapi_app)
+    video.mount(fastapi_app, path="/open", require_token=False)
+    receive.mount(fastapi_app, path="/receive")
     audio.mount(fastapi_app, path="/audio")
     av.mount(fastapi_app, path="/av")
     limited.mount(fastapi_app, path="/limited")
@@ -91,12 +102,12 @@ def app() -> Iterator[App]:
     thread.start()
     wait_until(lambda: server.started, 20, "uvicorn to start")
     try:
-        yield App(f"http://127.0.0.1:{port}", video, audio, av, limited)
+        yield App(f"http://127.0.0.1:{port}", video, audio, av, limited, receive)
     finally:
         server.should_exit = True
         thread.join(20)
     # the app's lifespan ended: every stream closed its connections
-    for stream in (video, audio, av, limited):
+    for stream in (video, audio, av, limited, receive):
         assert stream.server.stats().connections == 0
         assert stream.server.stats().shutting_down
 
@@ -171,6 +182,19 @@ async def test_audio_video_echo_through_the_mounted_offer_route(
     tail = audio.samples()[-48000:]
     assert abs(dominant_frequency(tail, audio.sample_rate or 48000) - 550) < 5
     await audio.stop()
+    await video.stop()
+
+
+async def test_receive_mode_video_through_the_mounted_offer_route(
+    app: App, http: httpx.AsyncClient, peers: Any
+) -> None:
+    peer = peers(receive="video")
+    await connect(peer, http, f"{app.url}/receive/webrtc/offer")
+    video = FrameRecorder(await peer.wait_remote())
+    await video.start()
+    assert await video.wait_for(20, 20), len(video.ids())
+    ids = video.ids()
+    assert ids == sorted(ids) and ids[-1] - ids[0] >= 19, ids
     await video.stop()
 
 
@@ -334,6 +358,13 @@ async def test_set_input_and_the_input_route_reach_the_handler(
     assert ok.status_code == 200 and ok.json() == {"status": "ok"}, ok.text
     await async_wait_until(lambda: seen[-1] == 0.9, 10, "the route's value")
     assert 0.1 not in seen and 0.2 not in seen
+
+    # mounted with require_token=False, the id alone is enough (fastrtc-style clients)
+    opened = await http.post(
+        f"{app.url}/open/webrtc/input", json={"webrtc_id": peer.webrtc_id, "inputs": [0.4]}
+    )
+    assert opened.status_code == 200, opened.text
+    await async_wait_until(lambda: seen[-1] == 0.4, 10, "the token-less route's value")
 
 
 async def _sse_items(response: httpx.Response, n: int) -> list[Any]:
