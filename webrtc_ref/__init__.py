@@ -12,6 +12,8 @@ Public API::
     from webrtc_ref import aggregate_bytes_to_16bit, async_aggregate_bytes_to_16bit
     from webrtc_ref import wait_for_item
     from webrtc_ref import turn_rest_credentials, turn_rest_configuration
+    # fastrtc's Stream: a ready UI and routes on a FastAPI app
+    from webrtc_ref import Stream
 
 Names are imported lazily, so ``import webrtc_ref`` does not import Gradio or aiortc.
 """
@@ -47,9 +49,11 @@ if TYPE_CHECKING:
     from webrtc_ref.outputs import AdditionalOutputs, CloseStream
     from webrtc_ref.pause_detection import PauseDetectionModel
     from webrtc_ref.reply_on_pause import AlgoOptions, ReplyOnPause, SileroVadOptions
+    from webrtc_ref.stream import Stream
 
 _EXPORTS: dict[str, str] = {
     "WebRTC": "webrtc_ref.component",
+    "Stream": "webrtc_ref.stream",
     "StreamHandler": "webrtc_ref.handlers",
     "AsyncStreamHandler": "webrtc_ref.handlers",
     "VideoStreamHandler": "webrtc_ref.handlers",
@@ -87,6 +91,7 @@ __all__ = [
     "PauseDetectionModel",
     "ReplyOnPause",
     "SileroVadOptions",
+    "Stream",
     "StreamHandler",
     "VideoStreamHandler",
     "Warning",

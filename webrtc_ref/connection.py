@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiortc import (
     RTCConfiguration,
@@ -95,6 +95,17 @@ def _never() -> bool:
 DEFAULT_OUTPUT_BUFFER_S = 20.0
 
 
+#: How a connection's client spells the two signals of the data channel: "inputs wanted"
+#: and "outputs waiting". Gradio pages (gradio_webrtc's client, and webrtc_ref's, which
+#: reads both) get bare strings; clients of the mounted ``/webrtc/offer`` route get
+#: fastrtc's JSON messages, since its documented client parses every message as JSON.
+MessageDialect = Literal["gradio_webrtc", "fastrtc"]
+DIALECT_MESSAGES: dict[str, tuple[str, str]] = {
+    "gradio_webrtc": ("tick", "change"),
+    "fastrtc": ('{"type": "send_input", "data": ""}', '{"type": "fetch_output", "data": ""}'),
+}
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """What every connection of one stream event shares."""
@@ -143,13 +154,19 @@ class Connection:
         handler: StreamHandler | None = None,
         owner: str | None = None,
         on_connected: Callable[[Connection], None] | None = None,
+        dialect: MessageDialect = "gradio_webrtc",
     ) -> None:
         """Set up the connection (on the event loop; runs no user code).
 
         ``handler`` is this connection's copy of the stream's ``StreamHandler`` (audio send
         modes; the caller made it off the loop). ``owner`` is the Gradio session that
-        offered it. ``on_connected`` is called once when the peer connects.
+        offered it. ``on_connected`` is called once when the peer connects. ``dialect``
+        says how "inputs wanted" and "outputs waiting" are spelled on the data channel
+        (:data:`DIALECT_MESSAGES`).
         """
+        if dialect not in DIALECT_MESSAGES:
+            raise ValueError(f"dialect must be one of {tuple(DIALECT_MESSAGES)}; got {dialect!r}")
+        self._wanted, self._waiting = DIALECT_MESSAGES[dialect]
         self.webrtc_id = webrtc_id
         self.tag = log_tag(webrtc_id)
         self.owner = owner
@@ -461,7 +478,7 @@ class Connection:
 
     # -- RuntimeHooks / HandlerContext -----------------------------------------------
     def request_inputs(self) -> None:
-        self._post("tick")
+        self._post(self._wanted)
 
     def send_message(self, message: str | dict[str, Any]) -> None:
         self._post(encode_message(message))
@@ -480,7 +497,7 @@ class Connection:
 
     def additional_outputs(self, outputs: AdditionalOutputs) -> None:
         self.outputs.put(outputs)
-        self._post("change")
+        self._post(self._waiting)
 
     def report_error(self, where: str, exc: BaseException) -> str:
         """Log ``exc`` with its traceback and an error id; tell the browser (what it may

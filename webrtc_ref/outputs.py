@@ -93,6 +93,8 @@ class OutputQueue:
         )
         self.consumer_lock = threading.Lock()
         self._async_lock: asyncio.Lock | None = None
+        # One async waiter at a time (wait()): its loop and event, set from put().
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     def put(self, item: AdditionalOutputs) -> None:
         if not isinstance(item, AdditionalOutputs):
@@ -102,11 +104,38 @@ class OutputQueue:
             excess = len(self._items) - self.capacity
             for _ in range(excess):
                 self._items.popleft()
+            waiter = self._waiter
         self.drops.add(excess)
+        if waiter is not None:
+            loop, event = waiter
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the waiter's loop is closed
+                pass
 
     def pop(self) -> AdditionalOutputs | None:
         with self._lock:
             return self._items.popleft() if self._items else None
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait (on the caller's loop, never blocking it) until an item is queued or
+        ``timeout`` seconds passed; return whether an item is waiting. Meant for one
+        consumer at a time (the latest caller is the one woken)."""
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        with self._lock:
+            if self._items:
+                return True
+            self._waiter = (loop, event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                if self._waiter is not None and self._waiter[1] is event:
+                    self._waiter = None
+        return len(self) > 0
 
     def async_consumer_lock(self) -> asyncio.Lock:
         """The lock async consumers hold (created on first use, on the caller's loop)."""

@@ -37,7 +37,12 @@ from typing import Any
 from aiortc.exceptions import InvalidStateError, OperationError
 
 from webrtc_ref import jitter, lifecycle
-from webrtc_ref.connection import DEFAULT_OUTPUT_BUFFER_S, Connection, StreamSpec
+from webrtc_ref.connection import (
+    DEFAULT_OUTPUT_BUFFER_S,
+    Connection,
+    MessageDialect,
+    StreamSpec,
+)
 from webrtc_ref.errors import new_error_id, public_message
 from webrtc_ref.handlers import StreamHandler, VideoStreamHandler, handles_video
 from webrtc_ref.jitter import JitterBufferChoice, JitterStats
@@ -127,10 +132,12 @@ class Stats:
 class Client:
     """Who posted an offer: the Gradio session (``session``, the owner of the connection)
     and the client's address (``address``, for the per-address cap). ``None`` fields:
-    unknown (in-process callers)."""
+    unknown (in-process callers). ``dialect``: how the client reads the data channel's
+    "inputs wanted" / "outputs waiting" signals (``connection.DIALECT_MESSAGES``)."""
 
     session: str | None = None
     address: str | None = None
+    dialect: MessageDialect = "gradio_webrtc"
 
 
 def _shut_down_abandoned(handler: object) -> None:
@@ -396,6 +403,7 @@ class StreamServer:
                 handler=handler,
                 owner=client.session,
                 on_connected=self._connected,
+                dialect=client.dialect,
             )
         except Exception:
             self._registry.release(webrtc_id)
@@ -488,6 +496,18 @@ class StreamServer:
     def connection(self, webrtc_id: str) -> Connection | None:
         """The live connection with this id, whichever session offered it (server-side use)."""
         return self._registry.any_owner(webrtc_id)
+
+    def owner_of(self, webrtc_id: str) -> tuple[bool, str | None]:
+        """``(known, owner)``: whether ``webrtc_id`` is a live connection or an ended one
+        whose outputs may still be fetched, and who offered it (server-side use: the
+        caller decides whether its client may act for that owner)."""
+        connection = self._registry.any_owner(webrtc_id)
+        if connection is not None:
+            return True, connection.owner
+        with self._leftovers_lock:
+            self._prune_leftovers(time.monotonic())
+            leftover = self._leftovers.get(webrtc_id)
+        return (True, leftover[0]) if leftover is not None else (False, None)
 
     @property
     def connections(self) -> list[Connection]:

@@ -56,6 +56,8 @@ UNKNOWN_CONNECTION = "unknown_connection"
 # Codes of the rtc_config server function (per-connection ICE configuration).
 RTC_CONFIGURATION_FAILED = "rtc_configuration_failed"
 TOO_MANY_REQUESTS = "too_many_requests"
+# Code of a mounted Stream's input route (a body that is not {webrtc_id, token, inputs}).
+INVALID_INPUT = "invalid_input"
 ERROR_CODES: tuple[str, ...] = (
     CONCURRENCY_LIMIT_REACHED,
     CONNECTION_ALREADY_EXISTS,
@@ -71,6 +73,7 @@ ERROR_CODES: tuple[str, ...] = (
     UNKNOWN_CONNECTION,
     RTC_CONFIGURATION_FAILED,
     TOO_MANY_REQUESTS,
+    INVALID_INPUT,
 )
 
 #: What a webrtc_id may look like: 1-128 letters, digits, ``-`` and ``_``.
