@@ -193,8 +193,13 @@ class ClientPeer:
         return reply
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
+        """Wait until the peer connection is connected and, if this peer has a data
+        channel, that channel is open (so messages the server sends from now on arrive)."""
         await async_wait_until(
-            lambda: self.pc.connectionState == "connected", timeout, "connectionState connected"
+            lambda: self.pc.connectionState == "connected"
+            and (self.channel is None or self.channel.readyState == "open"),
+            timeout,
+            "connectionState connected and the data channel open",
         )
 
     async def wait_remote(self, timeout: float = 10.0) -> object:
