@@ -370,31 +370,10 @@ class StreamServer:
         handler: StreamHandler | None = None
         if isinstance(self.spec.handler, StreamHandler):
             try:
-                handler = await run_in_thread(
-                    self.spec.handler.copy, f"copy-{tag}", abandoned=_shut_down_abandoned
-                )
-                if not isinstance(handler, StreamHandler):
-                    raise TypeError(
-                        f"{type(self.spec.handler).__name__}.copy() must return a "
-                        f"StreamHandler; got {type(handler).__name__}"
-                    )
-                if self.spec.modality == "audio-video" and not handles_video(handler):
-                    raise TypeError(
-                        f"{type(self.spec.handler).__name__}.copy() must return an "
-                        f"AudioVideoStreamHandler; got {type(handler).__name__}"
-                    )
+                handler = await self._copy_handler(tag)
             except Exception as exc:
                 self._registry.release(webrtc_id)
-                error_id = new_error_id()
-                log.error(
-                    "%s: error %s: the stream handler could not be set up",
-                    tag,
-                    error_id,
-                    exc_info=exc,
-                )
-                return failure(
-                    HANDLER_ERROR, public_message(exc, error_id, show_error=self.spec.show_error())
-                )
+                return self._handler_failure(tag, exc)
         try:
             connection = Connection(
                 webrtc_id,
@@ -430,6 +409,95 @@ class StreamServer:
                 INTERNAL_ERROR, f"the server failed to answer the offer (error id {error_id})"
             )
         return answer_reply(sdp)
+
+    async def _copy_handler(self, tag: str) -> StreamHandler:
+        """The stream handler's ``copy()`` for one connection, run on a worker thread;
+        raises what it raises, or ``TypeError`` for a copy of the wrong kind."""
+        assert isinstance(self.spec.handler, StreamHandler)
+        handler = await run_in_thread(
+            self.spec.handler.copy, f"copy-{tag}", abandoned=_shut_down_abandoned
+        )
+        if not isinstance(handler, StreamHandler):
+            raise TypeError(
+                f"{type(self.spec.handler).__name__}.copy() must return a "
+                f"StreamHandler; got {type(handler).__name__}"
+            )
+        if self.spec.modality == "audio-video" and not handles_video(handler):
+            raise TypeError(
+                f"{type(self.spec.handler).__name__}.copy() must return an "
+                f"AudioVideoStreamHandler; got {type(handler).__name__}"
+            )
+        return handler
+
+    def _handler_failure(self, tag: str, exc: BaseException) -> dict[str, Any]:
+        error_id = new_error_id()
+        log.error(
+            "%s: error %s: the stream handler could not be set up", tag, error_id, exc_info=exc
+        )
+        return failure(
+            HANDLER_ERROR, public_message(exc, error_id, show_error=self.spec.show_error())
+        )
+
+    async def open_session(
+        self,
+        webrtc_id: str,
+        *,
+        owner: str | None,
+        address: str | None,
+        make: Callable[[StreamHandler], Any],
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """Admit a session of another transport (the WebSocket one, which has no offer)
+        under the rules of :meth:`offer`: a registry slot for ``webrtc_id`` (the
+        concurrency limit and the per-address cap count it like a connection), the
+        handler copied off the loop within ``connect_timeout``, then ``make(handler)``
+        builds the session, which counts as connected at once. The session must offer
+        what this server reads of a :class:`Connection` (``webrtc_id``, ``owner``,
+        ``outputs``, ``runner``, ``close()``, ...) and call :meth:`_release` with itself
+        when it has closed. Returns ``(session, None)`` or ``(None, failure reply)``;
+        run on the server's loop."""
+        self._serving_on(asyncio.get_running_loop())
+        if self._shutting_down:
+            return None, failure(
+                SERVER_SHUTDOWN, "The server is shutting down; try again in a moment."
+            )
+        tag = log_tag(webrtc_id)
+        if not isinstance(self.spec.handler, StreamHandler):
+            return None, failure(INVALID_OFFER, "this stream's handler is not a StreamHandler")
+        try:
+            superseded = self._registry.reserve(webrtc_id, owner=owner, address=address)
+        except SignalingError as exc:
+            log.info("session refused: %s (%s)", exc.code, exc.message)
+            return None, exc.reply()
+        if superseded is not None:
+            self._spawn(superseded.close("superseded", notify=False))
+        try:
+            handler = await asyncio.wait_for(self._copy_handler(tag), self.spec.connect_timeout)
+        except asyncio.TimeoutError:
+            self._registry.release(webrtc_id)
+            return None, failure(
+                HANDLER_ERROR,
+                f"the stream handler was not ready within {self.spec.connect_timeout:g} s "
+                "(StreamHandler.copy() took too long)",
+            )
+        except Exception as exc:
+            self._registry.release(webrtc_id)
+            return None, self._handler_failure(tag, exc)
+        except BaseException:
+            self._registry.release(webrtc_id)
+            raise
+        try:
+            session = make(handler)
+        except Exception:
+            self._registry.release(webrtc_id)
+            self._spawn(run_in_thread(handler.shutdown, f"shutdown-{tag}"))
+            error_id = new_error_id()
+            log.exception("%s: error %s: the session could not be set up", tag, error_id)
+            return None, failure(
+                INTERNAL_ERROR, f"the server could not set up the session (error id {error_id})"
+            )
+        self._registry.attach(webrtc_id, session)
+        self._registry.connected(webrtc_id, session)
+        return session, None
 
     def _abandon(self, webrtc_id: str, holder: list[Connection], reason: str) -> None:
         """An offer failed: free its slot now; close its connection (if one was made)

@@ -17,6 +17,9 @@ Routes (``{path}`` is ``mount``'s prefix; see docs/stream.md for the wire format
   connection's additional inputs.
 - ``GET {path}/webrtc/outputs?webrtc_id=...&token=...``: the connection's
   ``AdditionalOutputs`` as server-sent events.
+- ``WS {path}/websocket/offer``: fastrtc's WebSocket audio protocol
+  (:mod:`webrtc_ref.websocket`); a session counts against the same limits and is
+  reachable by its ``websocket_id`` through the hooks and the routes above.
 
 A connection offered through the routes belongs to its token: the input and output
 routes act only when the token matches (``mount(..., require_token=False)`` drops that
@@ -490,6 +493,11 @@ class Stream:
         )
         app.add_api_route(
             f"{path}/webrtc/outputs", outputs_route, methods=["GET"], include_in_schema=False
+        )
+        from webrtc_ref.websocket import websocket_route
+
+        app.add_api_websocket_route(
+            f"{path}/websocket/offer", websocket_route(self.server, OWNER_PREFIX)
         )
         original = app.router.lifespan_context
         server = self.server
