@@ -26,7 +26,8 @@ from fixtures import timestamps
 from fixtures.analysis import dominant_frequency
 from fixtures.audio import tone
 from fixtures.tracks import ToneAudioTrack
-from webrtc_ref import AdditionalOutputs, StreamHandler
+from webrtc_ref import AdditionalOutputs, ReplyOnPause, StreamHandler
+from webrtc_ref.handlers import AsyncStreamHandler
 from webrtc_ref.outputs import CloseStream
 from webrtc_ref.stream import Stream
 from webrtc_ref.testing import async_wait_until, free_port, wait_until
@@ -81,6 +82,33 @@ def video_fn(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
+class AsyncEcho(AsyncStreamHandler):
+    """The echo, written with coroutines (its own private loop, off the server's)."""
+
+    def __init__(self) -> None:
+        super().__init__(input_sample_rate=16000, output_sample_rate=16000)
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def receive(self, frame: tuple[int, np.ndarray]) -> None:
+        await self.queue.put(frame)
+
+    async def emit(self) -> Any:
+        return await self.queue.get()
+
+    def copy(self) -> AsyncEcho:
+        return AsyncEcho()
+
+
+REPLY_HZ = 1000.0
+
+
+def reply(audio: tuple[int, np.ndarray]) -> Iterator[Any]:
+    """Each turn: its length as an output, then 0.3 s of a 1 kHz tone."""
+    rate, array = audio
+    yield AdditionalOutputs(array.shape[1] / rate)
+    yield (24000, tone(REPLY_HZ, 0.3, sample_rate=24000).reshape(1, -1))
+
+
 @dataclass
 class App:
     url: str
@@ -110,6 +138,10 @@ def app() -> Iterator[App]:
         "/limited": Stream(Echo(), modality="audio", concurrency_limit=1, time_limit=2.0),
         "/closing": Stream(Echo(close_after=50), modality="audio", concurrency_limit=None),
         "/video": Stream(video_fn, modality="video", concurrency_limit=None),
+        "/async": Stream(AsyncEcho(), modality="audio", concurrency_limit=None),
+        "/turns": Stream(
+            ReplyOnPause(reply, input_sample_rate=16000), modality="audio", concurrency_limit=None
+        ),
     }
     server, thread, port = _serve(streams)
     try:
@@ -292,6 +324,51 @@ async def test_output_leaves_at_the_handlers_output_rate(app: App, clients: list
     )
     assert abs(frequency - 1000) < 5, frequency
     assert 2.9 * sent.size <= client.received <= 3.3 * sent.size
+
+
+async def test_an_async_handler_echoes(app: App, clients: list[Client]) -> None:
+    client = await open_client(app, "/async", 16000)
+    clients.append(client)
+    await client.stream(tone(880, 1.0, 16000).reshape(-1), 16000)
+    await async_wait_until(lambda: client.received >= 0.9 * 16000, 10, "the echo")
+    assert abs(dominant_frequency(client.samples()[1600:14400], 16000) - 880) < 3
+
+
+@pytest.mark.slow
+async def test_reply_on_pause_answers_each_turn(app: App, clients: list[Client]) -> None:
+    from fixtures.speech import build_scenario
+
+    scenario = build_scenario("speech_pause_speech", 16000)
+    client = await open_client(app, "/turns", 24000)
+    clients.append(client)
+    sent = await client.stream(scenario.audio, 16000)
+    await client.stream(np.zeros(24000, np.int16), 16000)  # 1.5 s of silence after it
+    ends = scenario.expected_turn_ends
+    await async_wait_until(
+        lambda: (
+            len([m for m in client.messages if m.get("data") == "response_starting"]) >= len(ends)
+        ),
+        10,
+        "a response to every turn",
+    )
+    # the reply tones in what came back (24 kHz: the handler's output rate), by onset
+    onsets: list[float] = []
+    for (at, _), samples in zip(client.arrivals, client.audio, strict=True):
+        chunk = samples.astype(np.float64) / 32768
+        loud = chunk.size >= 160 and np.sqrt(np.mean(chunk**2)) > 0.1
+        if (
+            loud
+            and abs(dominant_frequency(chunk, 24000) - REPLY_HZ) < 80
+            and (not onsets or at - onsets[-1] > 0.6)
+        ):
+            onsets.append(at)
+    heard = [at - sent[0] for at in onsets]
+    assert len(heard) == len(ends), f"replies at {heard} s, turns end at {ends} s"
+    for at, end in zip(heard, ends, strict=True):
+        print(f"\nwebsocket ReplyOnPause: end of speech -> reply heard {1000 * (at - end):.0f} ms")
+        assert 0 < at - end < 1.5
+    logs = [m["data"] for m in client.of_type("log")]
+    assert logs.count("pause_detected") >= len(ends) and "started_talking" in logs
 
 
 async def test_set_input_outputs_and_token_routes_by_websocket_id(
