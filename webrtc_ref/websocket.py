@@ -91,6 +91,8 @@ MAX_AHEAD_S = 2.0
 MAX_MESSAGES_PER_S = 200
 #: Seconds a client has, after the socket opens, to send ``start``.
 START_TIMEOUT = 10.0
+#: Pings a client may send before ``start``.
+MAX_PINGS_BEFORE_START = 10
 #: Seconds one send may wait for a client that does not read before the session ends.
 SEND_TIMEOUT = 10.0
 #: Text messages (the handler's, the runtime's) waiting to be sent; older ones are dropped.
@@ -344,7 +346,10 @@ class WebSocketSession:
 
     # -- running -------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the workers, the audio pump and the message writer (on the loop)."""
+        """Start the workers, the audio pump and the message writer (on the loop); not
+        once closing (a shutdown may close the session before it starts)."""
+        if self._closing:
+            return
         if self.spec.time_limit is not None:
             self._timers.append(
                 self.loop.call_later(
@@ -720,11 +725,17 @@ async def serve(websocket: WebSocket, server: StreamServer, owner_prefix: str) -
 async def _start_message(websocket: WebSocket) -> dict[str, Any] | None:
     """Wait for ``start``, answering pings; raise :class:`ProtocolViolation` for anything
     else."""
+    pings = 0
     while True:
         data = parse_message(await _receive_text(websocket))
         if data["event"] == "start":
             return data
         if data["event"] == "ping":
+            pings += 1
+            if pings > MAX_PINGS_BEFORE_START:
+                raise ProtocolViolation(
+                    "rate_limited", f"more than {MAX_PINGS_BEFORE_START} pings before start"
+                )
             await websocket.send_text('{"event": "pong"}')
             continue
         if data["event"] == "stop":

@@ -99,6 +99,11 @@ class AsyncEcho(AsyncStreamHandler):
         return AsyncEcho()
 
 
+class Uncopyable(Echo):
+    def copy(self) -> Echo:
+        raise RuntimeError("no copies today")
+
+
 REPLY_HZ = 1000.0
 
 
@@ -139,6 +144,7 @@ def app() -> Iterator[App]:
         "/closing": Stream(Echo(close_after=50), modality="audio", concurrency_limit=None),
         "/video": Stream(video_fn, modality="video", concurrency_limit=None),
         "/async": Stream(AsyncEcho(), modality="audio", concurrency_limit=None),
+        "/uncopyable": Stream(Uncopyable(), modality="audio", concurrency_limit=1),
         "/turns": Stream(
             ReplyOnPause(reply, input_sample_rate=16000), modality="audio", concurrency_limit=None
         ),
@@ -516,6 +522,7 @@ HOSTILE: list[tuple[str, list[Any], int, str]] = [
     ("faster than real time", ["START", *[_media(16000)] * 4], 1008, "rate_limited"),
     ("message flood", ["START", *['{"event": "ping"}'] * 400], 1008, "rate_limited"),
     ("second start", ["START", "START"], 1008, "duplicate_start"),
+    ("pings instead of start", ['{"event": "ping"}'] * 11, 1008, "rate_limited"),
 ]
 
 
@@ -559,6 +566,18 @@ async def test_hostile_frames_are_refused_without_disturbing_another_session(
     await async_wait_until(
         lambda: _stats(app, "/echo").connections == baseline, 5, "hostile sessions to go"
     )
+
+
+async def test_a_handler_that_cannot_be_copied_is_refused_at_start(app: App) -> None:
+    for _ in range(2):  # the slot is freed: the second attempt gets the same answer
+        async with connect(f"{app.ws}/uncopyable/websocket/offer") as ws:
+            await ws.send(json.dumps({"event": "start", "websocket_id": secrets.token_hex(8)}))
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert reply["meta"]["error"] == "handler_error", reply
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            assert (ws.close_code, ws.close_reason) == (1011, "handler_error")
+    assert _stats(app, "/uncopyable").connections == 0
 
 
 async def test_start_must_come_in_time(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
