@@ -461,12 +461,18 @@ class _AudioSink:
     """
 
     def __init__(
-        self, stopping: threading.Event, tag: str, track: OutboundAudioTrack | None
+        self,
+        stopping: threading.Event,
+        tag: str,
+        track: OutboundAudioTrack | None,
+        rate: int = OUTPUT_RATE,
+        layout: Literal["mono", "stereo"] = OUTPUT_LAYOUT,
     ) -> None:
         self._stopping = stopping
         self._tag = tag
         self._track = track
-        self._framer = AudioOutputFramer(sample_rate=OUTPUT_RATE, layout=OUTPUT_LAYOUT)
+        self._rate, self._layout = rate, layout
+        self._framer = AudioOutputFramer(sample_rate=rate, layout=layout)
         self._last_push = 0.0
         self._warned = False
         self._discard = threading.Event()
@@ -487,14 +493,14 @@ class _AudioSink:
                 self._track.on_underrun = None
             self._track = None
             # a fresh framer holds no resampler: the old one's filter graph goes now
-            self._framer = AudioOutputFramer(sample_rate=OUTPUT_RATE, layout=OUTPUT_LAYOUT)
+            self._framer = AudioOutputFramer(sample_rate=self._rate, layout=self._layout)
 
     def _take_discard(self) -> bool:
         """Reset the framer if a discard was asked for (call with the lock held)."""
         if not self._discard.is_set():
             return False
         self._discard.clear()
-        self._framer = AudioOutputFramer(sample_rate=OUTPUT_RATE, layout=OUTPUT_LAYOUT)
+        self._framer = AudioOutputFramer(sample_rate=self._rate, layout=self._layout)
         return True
 
     def push(self, media: Any) -> None:
@@ -587,7 +593,13 @@ class HandlerRunner(Runner):
         handler: StreamHandler,
         hooks: RuntimeHooks,
         audio_out: OutboundAudioTrack | None,
+        *,
+        output_rate: int = OUTPUT_RATE,
+        output_layout: Literal["mono", "stereo"] = OUTPUT_LAYOUT,
     ) -> None:
+        """``output_rate`` / ``output_layout``: the 20 ms frames pushed into ``audio_out``
+        (48 kHz stereo for aiortc's Opus encoder; the WebSocket transport takes the
+        handler's own rate, mono)."""
         super().__init__(hooks)
         self.handler = handler
         self._converter = AudioInputConverter(
@@ -602,7 +614,7 @@ class HandlerRunner(Runner):
                 hooks.tag,
             ),
         )
-        self._sink = _AudioSink(self._stopping, hooks.tag, audio_out)
+        self._sink = _AudioSink(self._stopping, hooks.tag, audio_out, output_rate, output_layout)
         self._wakeup = _Doorbell()
         self._async = _is_async_callable(handler.receive) or _is_async_callable(handler.emit)
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -176,7 +176,8 @@ def mulaw_decode(data: bytes) -> np.ndarray:
 
 
 class _MulawEncoder:
-    """The outbound track's 20 ms s16 frames (48 kHz stereo) as mu-law mono at ``rate``."""
+    """The outbound track's 20 ms s16 frames as mu-law mono at ``rate`` (frames of other
+    rates or layouts are downmixed and resampled)."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
@@ -337,7 +338,11 @@ class WebSocketSession:
         self.out_track = OutboundAudioTrack(self.loop, max_buffer_s=spec.output_buffer_s)
         self._encoder = _MulawEncoder(self.output_rate)
         handler._attach(self)
-        self.runner = HandlerRunner(handler, self, self.out_track)
+        # the runner frames the handler's audio at its own output rate, mono: the encoder
+        # then only mu-laws it (it resamples only frames of another rate)
+        self.runner = HandlerRunner(
+            handler, self, self.out_track, output_rate=self.output_rate, output_layout="mono"
+        )
         self._samples_in = 0
         self._tokens = float(MAX_MESSAGES_PER_S)
         self._tokens_at = self.created_at

@@ -313,6 +313,32 @@ async def test_echo_of_timestamped_audio_latency_and_coverage(
     assert _stats(app, "/echo").connections == 1
 
 
+async def test_concurrent_sessions_each_get_their_own_audio_back(
+    app: App, clients: list[Client]
+) -> None:
+    """Six sessions at once, each sending its own tone: each hears only its own."""
+    frequencies = [400.0 + 150.0 * i for i in range(6)]
+    made = [await open_client(app, "/echo", 16000) for _ in frequencies]
+    clients.extend(made)
+    assert _stats(app, "/echo").connections >= len(made)
+    cpu, wall = time.process_time(), time.monotonic()
+    await asyncio.gather(
+        *(
+            client.stream(tone(f, 2.0, 16000).reshape(-1), 16000)
+            for client, f in zip(made, frequencies, strict=True)
+        )
+    )
+    for client in made:
+        await async_wait_until(lambda c=client: c.received >= 1.8 * 16000, 10, "every echo")
+    used = (time.process_time() - cpu) / (time.monotonic() - wall)
+    for client, f in zip(made, frequencies, strict=True):
+        assert abs(dominant_frequency(client.samples()[3200:28800], 16000) - f) < 3
+    print(
+        f"\n{len(made)} concurrent websocket echo sessions: this process (server and clients) "
+        f"used {used:.0%} of a core"
+    )
+
+
 async def test_output_leaves_at_the_handlers_output_rate(app: App, clients: list[Client]) -> None:
     """input_sample_rate 8 kHz, output_sample_rate 24 kHz: a 1 kHz tone sent at 8 kHz
     comes back as a 1 kHz tone in 24 kHz samples (three times as many)."""
