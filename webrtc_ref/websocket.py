@@ -63,8 +63,6 @@ from webrtc_ref.handlers import StreamHandler, encode_message
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.runner import HandlerRunner
 from webrtc_ref.signaling import (
-    CONCURRENCY_LIMIT_REACHED,
-    TOO_MANY_PENDING_OFFERS,
     UNSUPPORTED_MEDIA,
     WEBRTC_ID_PATTERN,
     failure,
@@ -703,10 +701,7 @@ async def serve(websocket: WebSocket, server: StreamServer, owner_prefix: str) -
     if session is None:
         assert refusal is not None
         code = refusal["meta"]["error"]
-        reason = code if code in CLOSE_CODES else "invalid_message"
-        if code in (CONCURRENCY_LIMIT_REACHED, TOO_MANY_PENDING_OFFERS):
-            reason = code
-        await _refuse(websocket, reason, json.dumps(refusal))
+        await _refuse(websocket, code if code in CLOSE_CODES else "error", json.dumps(refusal))
         return
     assert isinstance(session, WebSocketSession)
     try:

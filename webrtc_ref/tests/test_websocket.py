@@ -457,6 +457,16 @@ async def test_close_stream_plays_out_then_ends(app: App, clients: list[Client])
     await async_wait_until(lambda: _stats(app, "/closing").connections == 0, 5, "the slot")
 
 
+async def test_server_close_hangs_up_one_session(app: App, clients: list[Client]) -> None:
+    client = await open_client(app, "/echo", 16000)
+    clients.append(client)
+    assert app.streams["/echo"].server.close(client.websocket_id, "bye")  # any thread
+    assert await client.closed() == (1000, "server_closed")
+    assert client.of_type("end_stream") == [
+        {"type": "end_stream", "reason": "server_closed", "message": "bye", "data": "bye"}
+    ]
+
+
 async def test_stop_event_ends_the_session_and_frees_everything(
     app: App, clients: list[Client]
 ) -> None:
