@@ -236,7 +236,7 @@ def parse_message(text: object) -> dict[str, Any]:
         )
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         raise ProtocolViolation("invalid_json", "a message must be JSON") from None
     if not isinstance(data, dict):
         raise ProtocolViolation(

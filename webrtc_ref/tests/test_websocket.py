@@ -542,6 +542,8 @@ def _media(samples: int) -> str:
 HOSTILE: list[tuple[str, list[Any], int, str]] = [
     ("binary", [b"\x00\x01"], 1003, "binary_message"),
     ("not json", ["{nope"], 1007, "invalid_json"),
+    ("nested too deep", ["[" * 60000], 1007, "invalid_json"),
+    ("nested too deep, started", ["START", "[" * 60000], 1007, "invalid_json"),
     ("not an object", ["[1, 2]"], 1008, "invalid_message"),
     ("unknown event", ['{"event": "dance"}'], 1008, "unknown_event"),
     ("media first", [_media(320)], 1008, "media_before_start"),
