@@ -229,7 +229,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site with mkdocs --strict."""
-    session.install("mkdocs-material>=9.5")
+    session.install("mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff==0.17.6")
     session.run(
         "mkdocs", "build", "--strict", "--site-dir", "build/site", env={"NO_MKDOCS_2_WARNING": "1"}
     )

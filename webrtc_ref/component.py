@@ -394,7 +394,8 @@ class WebRTC(gr.HTML):
         mirror_webcam: mirror the local webcam preview (the frames sent are never mirrored).
         rtp_params: merged into each sender's ``RTCRtpSender.setParameters`` (``encodings``
             entries are merged index by index), e.g. ``{"encodings": [{"maxBitrate": 1e6}]}``.
-        height, width: size of the media area: pixels (int) or a CSS size (str).
+        height: height of the media area: pixels (int) or a CSS size (str).
+        width: width of the media area: pixels (int) or a CSS size (str).
         max_offer_bytes: the largest offer SDP the server accepts, in bytes (default 64
             KiB; a browser's offer is 2-6 KiB). Larger offers get ``offer_too_large``.
         max_pending_per_address: how many offers from one client address may be
@@ -420,8 +421,18 @@ class WebRTC(gr.HTML):
             time (text-to-speech) runs this far ahead of playback before it waits, so what
             it yields after the audio (``AdditionalOutputs`` with the transcript) arrives
             at once; barge-in drops what waits.
-        show_label, container, scale, min_width, interactive, visible, elem_id,
-        elem_classes, render, key, every, inputs: as for every Gradio component.
+        show_label: as for every Gradio component.
+        container: as for every Gradio component.
+        scale: as for every Gradio component.
+        min_width: as for every Gradio component.
+        interactive: as for every Gradio component.
+        visible: as for every Gradio component.
+        elem_id: as for every Gradio component.
+        elem_classes: as for every Gradio component.
+        render: as for every Gradio component.
+        key: as for every Gradio component.
+        every: as for every Gradio component.
+        inputs: as for every Gradio component.
         _stream_origin: internal. Gradio rebuilds a component from its constructor
             arguments when an event updates its props (``gr.update(label=...)``); the
             rebuilt copy gets the original here and serves the original's stream.
