@@ -136,10 +136,12 @@ def conformance_report(session: nox.Session) -> None:
 
 @nox.session
 def browser(session: nox.Session) -> None:
-    """Playwright tests in Debian Chromium against real Gradio apps (with a coturn relay).
+    """Playwright tests in Debian Chromium against real Gradio apps (with a coturn relay),
+    and the core scenarios in Debian Firefox ESR over WebDriver BiDi.
 
-    Chromium, espeak-ng (speech fixtures) and coturn (the TURN scenarios) are installed with
-    apt-get if missing. Timings go to build/browser-timings.json; traces, console logs and
+    Chromium, espeak-ng (speech fixtures), coturn (the TURN scenarios), firefox-esr and
+    pulseaudio (a null sink for Firefox's audio output) are installed with apt-get if
+    missing. Timings go to build/browser-timings.json; traces, console logs and
     screenshots of failed tests to build/browser-artifacts/ (the summary prints where).
     ``WEBRTC_REF_UPDATE_SCREENSHOTS=1 nox -s browser`` also refreshes docs/screenshots.
     """
@@ -149,6 +151,8 @@ def browser(session: nox.Session) -> None:
             "chromium": CHROMIUM,
             "espeak-ng": "/usr/bin/espeak-ng",
             "coturn": "/usr/bin/turnserver",
+            "firefox-esr": "/usr/bin/firefox-esr",
+            "pulseaudio": "/usr/bin/pulseaudio",
         },
     )
     _install(session)
