@@ -5,7 +5,8 @@ Sessions:
   conformance  the conformance suite against one implementation (parametrised by ``impl``;
                only webrtc_ref runs by default)
   conformance_report  merge the conformance runs into docs/conformance.md
-  browser      Playwright tests in Debian Chromium against real Gradio apps
+  browser      Playwright tests in Debian Chromium against real Gradio apps (and Firefox)
+  cluster      HAProxy in front of three replicas on loopback (routing, crash, drain)
   bench        benchmarks side by side (webrtc_ref, gradio_webrtc, fastrtc, bare aiortc);
                writes build/bench/results.json and docs/benchmarks.md
   lint         ruff check, ruff format --check, mypy
@@ -23,7 +24,14 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).parent
-nox.options.sessions = ["lint", "tests", "conformance(impl='webrtc_ref')", "browser", "docs"]
+nox.options.sessions = [
+    "lint",
+    "tests",
+    "conformance(impl='webrtc_ref')",
+    "browser",
+    "cluster",
+    "docs",
+]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -161,6 +169,20 @@ def browser(session: nox.Session) -> None:
         "browser_tests",
         *session.posargs,
         env={"WEBRTC_REF_CHROMIUM": CHROMIUM},
+    )
+
+
+@nox.session
+def cluster(session: nox.Session) -> None:
+    """HAProxy (Debian's, installed with apt-get if missing) in front of three replicas of
+    an app on loopback, with simulated browsers: spread, routing, isolation, a crash."""
+    _apt_install(session, {"haproxy": "/usr/sbin/haproxy", "coturn": "/usr/bin/turnserver"})
+    _install(session)
+    session.run(
+        *PYTEST,
+        "cluster_tests",
+        *session.posargs,
+        env={"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"},
     )
 
 
