@@ -5,6 +5,10 @@ Each connection echoes its microphone and, once a second, yields
 the connection's id and the current value of its ``tag`` textbox, shown as JSON in the
 ``where`` textbox. The browser stand-in reads it to check that its ticks (the tag) and
 its outputs reach its own replica and its own connection.
+
+With ``WEBRTC_REF_TURN_SECRET`` and ``WEBRTC_REF_TURN_URLS`` (comma-separated) in the
+environment, every connection gets relay-only TURN REST credentials minted for it
+(``turn_rest_configuration``); the secret stays in the replica.
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ import time
 import gradio as gr
 import numpy as np
 
-from webrtc_ref import AdditionalOutputs, StreamHandler, WebRTC, get_current_context
+from webrtc_ref import (
+    AdditionalOutputs,
+    StreamHandler,
+    WebRTC,
+    get_current_context,
+    turn_rest_configuration,
+)
 from webrtc_ref.cluster import REPLICA_ENV
 
 
@@ -48,8 +58,20 @@ class WhereEcho(StreamHandler):
 
 
 def build() -> gr.Blocks:
+    secret = os.environ.get("WEBRTC_REF_TURN_SECRET")
+    urls = [u for u in os.environ.get("WEBRTC_REF_TURN_URLS", "").split(",") if u]
+    rtc_configuration = (
+        turn_rest_configuration(secret, urls, ttl=600, user="cluster", ice_transport_policy="relay")
+        if secret and urls
+        else None
+    )
     with gr.Blocks(title="cluster echo") as demo:
-        audio = WebRTC(label="Echo", mode="send-receive", modality="audio")
+        audio = WebRTC(
+            label="Echo",
+            mode="send-receive",
+            modality="audio",
+            rtc_configuration=rtc_configuration,
+        )
         tag = gr.Textbox(label="tag", value="")
         where = gr.Textbox(label="where")
         audio.stream(WhereEcho(), inputs=[audio, tag], outputs=[audio], concurrency_limit=None)

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,7 +35,7 @@ from conformance.wire import Wire, WirePeer
 from fixtures import analysis
 from fixtures.tracks import ToneAudioTrack
 from webrtc_ref.cluster import COOKIE, Cluster
-from webrtc_ref.testing import TIMEOUT_SCALE, async_wait_until
+from webrtc_ref.testing import TIMEOUT_SCALE, Coturn, async_wait_until, coturn
 
 pytestmark = [pytest.mark.slow]
 
@@ -75,7 +76,10 @@ class Browser:
         assert replica, f"HAProxy set no {COOKIE} cookie: {dict(reply.headers)}"
         return str(replica)
 
-    async def stream(self, tag: str) -> WirePeer:
+    async def stream(self, tag: str, *, turn_url: str | None = None) -> WirePeer:
+        """Offer and connect; with ``turn_url``, fetch this connection's minted TURN
+        credentials first (through HAProxy, from its replica) and relay through the ICE
+        server at ``turn_url`` only."""
         config = await self.app.config()
         by_label = {
             c.get("props", {}).get("label"): c["id"] for c in config["components"] if "id" in c
@@ -97,8 +101,29 @@ class Browser:
         )
         self.wire = Wire(served)
         self.wire.app = self.app  # this browser's cookie jar for every request
-        self.peer = self.wire.peer(send=ToneAudioTrack(self.tone_hz, 0.3), inputs=[tag])
-        await self.peer.connect_ok()
+        webrtc_id = secrets.token_hex(8)
+        rtc_configuration = None
+        if turn_url is not None:
+            reply = await self.app.server_fn(
+                by_label["Echo"], "rtc_config", {"webrtc_id": webrtc_id}, secrets.token_hex(6)
+            )
+            assert reply.status == 200 and isinstance(reply.body, dict), reply
+            rtc_configuration = reply.body["rtc_configuration"]
+            assert rtc_configuration["iceTransportPolicy"] == "relay", rtc_configuration
+            servers = rtc_configuration["iceServers"]
+            assert turn_url in [u for s in servers for u in _urls(s)], (turn_url, servers)
+            rtc_configuration = {
+                **rtc_configuration,
+                "iceServers": [{**s, "urls": [turn_url]} for s in servers[:1]],
+            }
+            self.turn_username = servers[0]["username"]
+        self.peer = self.wire.peer(
+            send=ToneAudioTrack(self.tone_hz, 0.3),
+            inputs=[tag],
+            webrtc_id=webrtc_id,
+            rtc_configuration=rtc_configuration,
+        )
+        await self.peer.connect_ok(20 if turn_url else 10)
         return self.peer
 
     def reports(self) -> list[list[Any]]:
@@ -110,6 +135,32 @@ class Browser:
         if self.peer is not None:
             await self.peer.close()
         await self.app.aclose()
+
+
+def _urls(server: dict[str, Any]) -> list[str]:
+    urls = server["urls"]
+    return [urls] if isinstance(urls, str) else list(urls)
+
+
+@pytest.fixture
+def turn_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, list[Coturn]]]:
+    """Two coturns sharing one TURN REST secret, and a cluster whose replicas mint
+    relay-only credentials for both with it."""
+    secret = secrets.token_urlsafe(24)
+    with contextlib.ExitStack() as stack:
+        turns = [stack.enter_context(coturn(tmp_path / f"turn{i}", secret=secret)) for i in (1, 2)]
+        running = stack.enter_context(
+            Cluster(
+                "cluster_tests.replica_app:build",
+                replicas=REPLICAS,
+                workdir=tmp_path / "cluster",
+                env={
+                    "WEBRTC_REF_TURN_SECRET": secret,
+                    "WEBRTC_REF_TURN_URLS": ",".join(t.url for t in turns),
+                },
+            )
+        )
+        yield running, turns
 
 
 @pytest.fixture
@@ -232,6 +283,44 @@ async def check_replica_crash(cluster: Cluster, browsers: list[Browser]) -> None
     assert report == [moved_to, peer.webrtc_id, "after-crash"], report
     await peer.recorders["audio"].wait_for_samples(24000, 10 * TIMEOUT_SCALE)
     assert abs(heard_hz(peer, 0.3) - orphan.tone_hz) < 10
+
+
+def nominated_local_type(peer: WirePeer) -> str:
+    transport = peer.pc.getTransceivers()[0].sender.transport.transport
+    return str(transport._connection._nominated[1].local_candidate.type)
+
+
+async def test_turn_rest_relay_through_either_coturn(
+    turn_cluster: tuple[Cluster, list[Coturn]],
+) -> None:
+    """Every session relays through coturn with credentials its replica minted for it;
+    credentials minted on any replica work on either coturn (one shared secret), and the
+    secret is nowhere in what a browser gets."""
+    cluster, turns = turn_cluster
+    async with opened_browsers(cluster.url) as browsers:
+        pinned = [await b.load_page() for b in browsers]
+        peers = []
+        for browser in browsers:
+            turn = turns[browser.index % 2]
+            peers.append(await browser.stream(f"tag-{browser.index}", turn_url=turn.url))
+        for browser, replica, peer in zip(browsers, pinned, peers, strict=True):
+            assert nominated_local_type(peer) == "relay"
+            report = await wait_report(
+                browser, lambda r, i=browser.index: r[2] == f"tag-{i}", "an output with its tag"
+            )
+            assert report == [replica, peer.webrtc_id, f"tag-{browser.index}"], report
+            await peer.recorders["audio"].wait_for_samples(24000, 10 * TIMEOUT_SCALE)
+            assert abs(heard_hz(peer, 0.3) - browser.tone_hz) < 10
+            page = (await browser.app.http.get("/")).text + (
+                await browser.app.http.get("/config")
+            ).text
+            assert turns[0].secret not in page
+        # Each coturn served the sessions sent to it, whichever replica minted them.
+        for i, turn in enumerate(turns):
+            log = turn.log_tail(500_000)
+            for browser in browsers:
+                if browser.index % 2 == i:
+                    assert browser.turn_username in log, (i, browser.turn_username)
 
 
 def test_configuration_refuses_what_cannot_route() -> None:
