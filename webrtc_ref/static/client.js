@@ -359,7 +359,7 @@ export class Connection {
         return { next: () => self._nextOutput(), return: async () => ({ done: true, value: undefined }) };
       },
     };
-    this._emit("onState", "connecting", {});
+    this._emit("onState", "connecting", {}, this);
     // Started after the constructor returns: callbacks never see a half-made object.
     this.ready = Promise.resolve().then(() => this._run());
     this.ready.catch(() => {});
@@ -523,7 +523,7 @@ export class Connection {
       if (this.state === "connecting") {
         this.connectedAt = Date.now();
         this.state = "streaming";
-        this._emit("onState", "streaming", {});
+        this._emit("onState", "streaming", {}, this);
       }
     } else if (state === "disconnected") {
       clearTimeout(this._disconnectTimer);
@@ -760,7 +760,7 @@ export class Connection {
   _finish(state, info) {
     if (!this._close()) return;
     this.state = state;
-    this._emit("onState", state, info);
+    this._emit("onState", state, info, this);
   }
 
   /** Stop the connection (the server is told when the data channel is open); state
@@ -782,7 +782,9 @@ export class Connection {
  *   rtpParams: RTCRtpSendParameters merged into each sender's; webrtcId; timeLimit (s,
  *     for the end message); inputs: the additional inputs' first values (an array);
  *     outputs: false to not open the output stream.
- *   Callbacks: onState(state, {text, reason, code, message}), onTrack(track, remoteStream),
+ *   Callbacks: onState(state, {text, reason, code, message}, connection) (the first call,
+ *     "connecting", comes before connect() returns: keep `connection` to stop it early),
+ *     onTrack(track, remoteStream),
  *     onLocalStream(stream), onConnectionState(pcState), onMessage(data, parsedOrNull),
  *     onTick(), onChange(), onError(message, code) (the handler reported an error; the
  *     stream goes on), onWarning(message), onLog(text, message), onOutputs(values).
