@@ -10,7 +10,9 @@ microphone.
 3. receive mode: the generator's barcoded frames are shown, in order, in real time;
 4. inputs and outputs: a video handler returns its input's value as ``AdditionalOutputs``,
    which reach the page through the output route (server-sent events) and follow the
-   input when it changes.
+   input when it changes;
+5. fastrtc's documented client JavaScript, verbatim, against a mounted Stream
+   (``require_token=False``): it streams, and its stop() ends the server's connection.
 """
 
 from __future__ import annotations
@@ -231,3 +233,155 @@ def test_inputs_reach_the_handler_and_outputs_reach_the_page(
     timings.record(
         "standalone: inputs -> outputs", peer.session(), "levels", input_to_output_ms=follow_ms
     )
+
+
+# fastrtc's documented client (userguide/api.md, the WebRTC template rendered for
+# mode="send-receive", modality="video"), verbatim, and its stop() (webrtc_docs.md).
+FASTRTC_CLIENT = """
+// pass any rtc_configuration params here
+const pc = new RTCPeerConnection();
+const video_output_component = document.getElementById("video_output_component_id");
+async function setupWebRTC(peerConnection) {
+    // Get video stream from webcam
+    const stream = await navigator.mediaDevices.getUserMedia({
+        video: true,
+    })
+    //  Send video stream to server
+    stream.getTracks().forEach(async (track) => {
+        const sender = pc.addTrack(track, stream);
+    })
+    peerConnection.addEventListener("track", (evt) => {
+        if (video_output_component &&
+            video_output_component.srcObject !== evt.streams[0]) {
+            video_output_component.srcObject = evt.streams[0];
+        }
+    });
+    // Create data channel (needed!)
+    const dataChannel = peerConnection.createDataChannel("text");
+
+    // Create and send offer
+    const offer = await peerConnection.createOffer();
+    await peerConnection.setLocalDescription(offer);
+
+    let webrtc_id = Math.random().toString(36).substring(7)
+
+    // Send ICE candidates to server
+    // (especially needed when server is behind firewall)
+    peerConnection.onicecandidate = ({ candidate }) => {
+        if (candidate) {
+            console.debug("Sending ICE candidate", candidate);
+            fetch('/webrtc/offer', {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({
+                candidate: candidate.toJSON(),
+                webrtc_id: webrtc_id,
+                type: "ice-candidate",
+                    })
+                })
+            }
+    };
+
+    // Send offer to server
+    const response = await fetch('/webrtc/offer', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({
+            sdp: offer.sdp,
+            type: offer.type,
+            webrtc_id: webrtc_id
+        })
+    });
+
+    // Handle server response
+    const serverResponse = await response.json();
+    await peerConnection.setRemoteDescription(serverResponse);
+}
+
+function stop(pc) {
+  // close transceivers
+  if (pc.getTransceivers) {
+    pc.getTransceivers().forEach((transceiver) => {
+      if (transceiver.stop) {
+        transceiver.stop();
+      }
+    });
+  }
+
+  // close local audio / video
+  if (pc.getSenders()) {
+    pc.getSenders().forEach((sender) => {
+      if (sender.track && sender.track.stop) sender.track.stop();
+    });
+  }
+
+  // close peer connection
+  setTimeout(() => {
+    pc.close();
+  }, 500);
+}
+"""
+
+FASTRTC_PAGE = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>fastrtc's documented client</title></head>
+<body>
+<div class="webrtc-ref">
+  <video id="video_output_component_id" class="wr-remote" autoplay playsinline muted></video>
+</div>
+<script>{FASTRTC_CLIENT}</script>
+<script>
+  // test glue, not part of fastrtc's snippet: expose pc, start
+  document.querySelector(".webrtc-ref").__webrtc = {{ pc }};
+  window.setupDone = setupWebRTC(pc).then(() => "ok", (e) => String(e));
+</script>
+</body></html>
+"""
+
+
+@pytest.mark.timeout(60)
+def test_fastrtcs_documented_client_streams_unchanged(
+    open_peer: Callable[..., Peer], timings: Any
+) -> None:
+    """fastrtc's documented JavaScript, verbatim, against a mounted Stream
+    (require_token=False): its offer leaves before ICE gathering, so it connects through
+    the candidates it posts as they come (some before the offer); the shown frames are
+    the camera's barcodes, advancing; its stop() closes the server's connection."""
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse
+
+    stream = Stream(lambda frame: frame, modality="video", concurrency_limit=None)
+    app = FastAPI()
+    stream.mount(app, require_token=False)
+
+    async def page() -> HTMLResponse:
+        return HTMLResponse(FASTRTC_PAGE)
+
+    app.add_api_route("/", page, methods=["GET"])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn-fastrtc", daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 20, "uvicorn to start")
+    try:
+        peer = open_peer(f"http://127.0.0.1:{port}/", root=ROOT, name="fastrtc")
+        assert peer.page.evaluate("() => window.setupDone") == "ok"
+        poll(
+            lambda: peer.eval("(root) => root.__webrtc.pc.connectionState") == "connected",
+            20,
+            "fastrtc's client to connect",
+        )
+        assert stream.server.stats().connections == 1
+        ids = []
+        for _ in range(3):
+            rgb, at = peer.grab()
+            grey = rgb.mean(axis=2).astype(np.uint8)
+            ids.append(read_frame_id(grey))
+            poll(lambda t=at: peer.now() > t + 300, 5, "300 ms")
+        assert all(i is not None for i in ids), ids
+        assert ids[0] < ids[-1] or ids[-1] < 60, ids  # advancing (the file loops at 300)
+        peer.page.evaluate("() => stop(pc)")
+        wait_until(lambda: stream.server.stats().connections == 0, 15, "the server to close it")
+    finally:
+        server.should_exit = True
+        thread.join(20)
