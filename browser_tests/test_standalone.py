@@ -228,6 +228,22 @@ def test_inputs_reach_the_handler_and_outputs_reach_the_page(
         assert 3 not in values[values.index(7) :], values
         shown = peer.page.inner_text("#outputs")
         assert "level: 7" in shown, shown
+        # the same values through the connection's async iterator (they waited for a
+        # reader, the oldest dropped beyond 256): 3s, then 7s, in order
+        pulled = peer.eval(
+            """async (root) => {
+                const it = root.__webrtc.connection.outputs[Symbol.asyncIterator]();
+                const levels = [];
+                while (levels.length < 400) {
+                    const { value, done } = await it.next();
+                    if (done) break;
+                    levels.push(value[0]);
+                    if (value[0] === 7) break;
+                }
+                return levels;
+            }"""
+        )
+        assert pulled[-1] == 7 and set(pulled[:-1]) <= {3}, pulled
         peer.stop()
         assert peer.wait_state("idle") == "idle"
     timings.record(
@@ -385,3 +401,25 @@ def test_fastrtcs_documented_client_streams_unchanged(
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_connection_shows_the_servers_error_code(
+    open_peer: Callable[..., Peer],
+) -> None:
+    """With the default concurrency limit (one connection), a second page gets the
+    server's refusal as state "error" with code concurrency_limit_reached and its message,
+    while the first streams on."""
+    with served(demo_stream("echo-video")) as url:
+        first = open_peer(url, root=ROOT, name="first")
+        first.start()
+        assert first.wait_state("streaming", "error") == "streaming", first.text(".wr-error")
+        second = open_peer(url, root=ROOT, name="second")
+        second.start()
+        assert second.wait_state("streaming", "error") == "error"
+        assert second.attr("data-error-code") == "concurrency_limit_reached"
+        assert "limit" in second.text(".wr-error").lower(), second.text(".wr-error")
+        assert second.eval("(root) => root.__webrtc.connection.pc.signalingState") == "closed"
+        assert first.state == "streaming"
+        first.stop()
+        assert first.wait_state("idle") == "idle"
