@@ -64,13 +64,16 @@ def _install(session: nox.Session, extras: str = "test") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (webrtc_ref, fixtures) with real aiortc peers on loopback
-    (and a loopback coturn for the TURN REST tests)."""
+    (and a loopback coturn for the TURN REST tests; node for the browser client's checks)."""
     _apt_install(
         session,
         {
             "espeak-ng": "/usr/bin/espeak-ng",
             "chromium": CHROMIUM,
             "coturn": "/usr/bin/turnserver",
+            # node compiles the browser client (static/client.js as a module, the
+            # component's js_on_load script) in test_component
+            "nodejs": "/usr/bin/node",
         },
     )
     _install(session)

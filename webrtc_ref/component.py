@@ -2,9 +2,11 @@
 
 It is a ``gr.HTML`` subclass, the way Gradio 6 hosts a custom component without a Svelte
 build: the browser client lives in ``webrtc_ref/static`` (``webrtc.html`` is the static
-``html_template``, ``webrtc.css`` the ``css_template``, ``webrtc.js`` the ``js_on_load``
-body). They are read from the package when the module is imported and inlined into the
-component config, so nothing is fetched from a CDN and no npm build exists.
+``html_template``, ``webrtc.css`` the ``css_template``, and the ``js_on_load`` body is
+:func:`client_script`: the standalone client module ``client.js``, which owns the
+connection, followed by ``webrtc.js``, the component's UI on top of it). They are read
+from the package when the module is imported and inlined into the component config, so
+nothing is fetched from a CDN and no npm build exists.
 
 Signalling goes through the ``offer`` server function (``POST
 /gradio_api/component_server`` with ``fn_name="offer"``); the component's value on the wire
@@ -20,6 +22,7 @@ import functools
 import inspect
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -126,6 +129,52 @@ def static_asset(name: str) -> str:
                     "template evaluation would interpret; remove it"
                 )
     return text
+
+
+#: A top-level export of client.js: ``export`` (then the declaration) at a line's start.
+_EXPORT = re.compile(
+    r"^export (?=(?:async function|function|class|const) ([A-Za-z_$][\w$]*))", re.M
+)
+#: What client.js may not contain: other export forms, imports (a script cannot import).
+_MODULE_ONLY = re.compile(r"^\s*(?:export\b|import\b)", re.M)
+
+
+def module_as_script(source: str, name: str = "client") -> str:
+    """The ES module ``source`` as script text defining ``const <name>``, an object of the
+    module's exports.
+
+    The module is wrapped in a function (its declarations stay private) whose result holds
+    every ``export function|async function|class|const NAME`` at the start of a line,
+    with the ``export`` keyword removed. Raises ``ValueError`` for anything else a script
+    cannot run: another form of export, an ``import``, or no export at all.
+    """
+    names = [m.group(1) for m in _EXPORT.finditer(source)]
+    body = _EXPORT.sub("", source)
+    leftover = _MODULE_ONLY.search(body)
+    if leftover is not None:
+        line = body[leftover.start() :].splitlines()[0].strip()
+        raise ValueError(
+            f"the client module has {line!r}: only 'export function|async function|class|"
+            "const NAME' at the start of a line can be turned into a script; no imports"
+        )
+    if not names:
+        raise ValueError("the client module exports nothing")
+    exports = ", ".join(names)
+    return f'const {name} = (() => {{\n"use strict";\n{body}\nreturn {{ {exports} }};\n}})();\n'
+
+
+@functools.cache
+def client_script() -> str:
+    """The component's ``js_on_load`` body: ``client.js`` (as :func:`module_as_script`,
+    the object ``client``) followed by ``webrtc.js``, which uses it."""
+    ui = static_asset("webrtc.js")
+    strict = '"use strict";\n'
+    core = module_as_script(static_asset("client.js"), "client")
+    if ui.find(strict) >= 0:
+        # "use strict" must stay the first statement of the function body
+        head, _, tail = ui.partition(strict)
+        return f"{head}{strict}{core}{tail}"
+    return core + ui
 
 
 # -- validation helpers ------------------------------------------------------------------
@@ -572,7 +621,7 @@ class WebRTC(gr.HTML):
             label=label,
             html_template=static_asset("webrtc.html"),
             css_template=static_asset("webrtc.css"),
-            js_on_load=static_asset("webrtc.js"),
+            js_on_load=client_script(),
             apply_default_css=False,
             every=every,
             inputs=inputs,

@@ -17,6 +17,8 @@ Routes (``{path}`` is ``mount``'s prefix; see docs/stream.md for the wire format
   connection's additional inputs.
 - ``GET {path}/webrtc/outputs?webrtc_id=...&token=...``: the connection's
   ``AdditionalOutputs`` as server-sent events.
+- ``GET {path}/client.js``: the standalone browser client, an ES module exporting
+  ``connect`` (docs/stream.md).
 
 A connection offered through the routes belongs to its token: the input and output
 routes act only when the token matches (``mount(..., require_token=False)`` drops that
@@ -154,6 +156,19 @@ def _json_or_none(raw: bytes) -> tuple[bool, Any]:
         return True, json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return False, None
+
+
+async def _client_js() -> Response:
+    """``GET {path}/client.js``: the standalone browser client (static/client.js)."""
+    from fastapi.responses import Response as PlainResponse
+
+    from webrtc_ref.component import static_asset
+
+    return PlainResponse(
+        static_asset("client.js"),
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 class _HeldCandidates:
@@ -491,6 +506,7 @@ class Stream:
         app.add_api_route(
             f"{path}/webrtc/outputs", outputs_route, methods=["GET"], include_in_schema=False
         )
+        app.add_api_route(f"{path}/client.js", _client_js, methods=["GET"], include_in_schema=False)
         original = app.router.lifespan_context
         server = self.server
 
