@@ -5,7 +5,8 @@ Sessions:
   conformance  the conformance suite against one implementation (parametrised by ``impl``;
                only webrtc_ref runs by default)
   conformance_report  merge the conformance runs into docs/conformance.md
-  browser      Playwright tests in Debian Chromium against real Gradio apps
+  browser      Playwright tests in Debian Chromium against real Gradio apps (and Firefox)
+  cluster      HAProxy in front of three replicas on loopback (routing, crash, drain)
   bench        benchmarks side by side (webrtc_ref, gradio_webrtc, fastrtc, bare aiortc);
                writes build/bench/results.json and docs/benchmarks.md
   lint         ruff check, ruff format --check, mypy
@@ -23,7 +24,14 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).parent
-nox.options.sessions = ["lint", "tests", "conformance(impl='webrtc_ref')", "browser", "docs"]
+nox.options.sessions = [
+    "lint",
+    "tests",
+    "conformance(impl='webrtc_ref')",
+    "browser",
+    "cluster",
+    "docs",
+]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -56,13 +64,16 @@ def _install(session: nox.Session, extras: str = "test") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (webrtc_ref, fixtures) with real aiortc peers on loopback
-    (and a loopback coturn for the TURN REST tests)."""
+    (and a loopback coturn for the TURN REST tests; node for the browser client's checks)."""
     _apt_install(
         session,
         {
             "espeak-ng": "/usr/bin/espeak-ng",
             "chromium": CHROMIUM,
             "coturn": "/usr/bin/turnserver",
+            # node compiles the browser client (static/client.js as a module, the
+            # component's js_on_load script) in test_component
+            "nodejs": "/usr/bin/node",
         },
     )
     _install(session)
@@ -136,10 +147,12 @@ def conformance_report(session: nox.Session) -> None:
 
 @nox.session
 def browser(session: nox.Session) -> None:
-    """Playwright tests in Debian Chromium against real Gradio apps (with a coturn relay).
+    """Playwright tests in Debian Chromium against real Gradio apps (with a coturn relay),
+    and the core scenarios in Debian Firefox ESR over WebDriver BiDi.
 
-    Chromium, espeak-ng (speech fixtures) and coturn (the TURN scenarios) are installed with
-    apt-get if missing. Timings go to build/browser-timings.json; traces, console logs and
+    Chromium, espeak-ng (speech fixtures), coturn (the TURN scenarios), firefox-esr and
+    pulseaudio (a null sink for Firefox's audio output) are installed with apt-get if
+    missing. Timings go to build/browser-timings.json; traces, console logs and
     screenshots of failed tests to build/browser-artifacts/ (the summary prints where).
     ``WEBRTC_REF_UPDATE_SCREENSHOTS=1 nox -s browser`` also refreshes docs/screenshots.
     """
@@ -149,6 +162,8 @@ def browser(session: nox.Session) -> None:
             "chromium": CHROMIUM,
             "espeak-ng": "/usr/bin/espeak-ng",
             "coturn": "/usr/bin/turnserver",
+            "firefox-esr": "/usr/bin/firefox-esr",
+            "pulseaudio": "/usr/bin/pulseaudio",
         },
     )
     _install(session)
@@ -157,6 +172,20 @@ def browser(session: nox.Session) -> None:
         "browser_tests",
         *session.posargs,
         env={"WEBRTC_REF_CHROMIUM": CHROMIUM},
+    )
+
+
+@nox.session
+def cluster(session: nox.Session) -> None:
+    """HAProxy (Debian's, installed with apt-get if missing) in front of three replicas of
+    an app on loopback, with simulated browsers: spread, routing, isolation, a crash."""
+    _apt_install(session, {"haproxy": "/usr/sbin/haproxy", "coturn": "/usr/bin/turnserver"})
+    _install(session)
+    session.run(
+        *PYTEST,
+        "cluster_tests",
+        *session.posargs,
+        env={"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"},
     )
 
 
@@ -207,7 +236,9 @@ def bench(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check and mypy."""
     # mypy checks against the real dependencies (av, aiortc, gradio), as developers do.
-    session.install("-e", ".", "ruff>=0.6", "mypy>=1.10")
+    # The linters are pinned: a new ruff or mypy release may reformat or flag code that
+    # passed yesterday, and CI must not change its verdict on an unchanged tree.
+    session.install("-e", ".", "ruff==0.17.6", "mypy==2.4.1")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run(
@@ -227,7 +258,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site with mkdocs --strict."""
-    session.install("mkdocs-material>=9.5")
+    session.install("mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff==0.17.6")
     session.run(
         "mkdocs", "build", "--strict", "--site-dir", "build/site", env={"NO_MKDOCS_2_WARNING": "1"}
     )

@@ -12,16 +12,20 @@
   ``probe.js`` installed, console messages kept and a Playwright trace recording. If the
   test fails, the trace, the console log, a screenshot and the probe's records are kept
   under ``build/browser-artifacts/<test>/``; the terminal summary prints where.
+- ``open_firefox(url, ...)``: the same ``Peer`` in a window of Debian's Firefox ESR,
+  driven over WebDriver BiDi (``browser_tests.bidi``), with Firefox's own fake devices.
 - ``timings``: browser-measured times to connected / first media per scenario, printed at
   the end and written to ``build/browser-timings.json``.
 
-Environment: ``WEBRTC_REF_CHROMIUM`` (the browser), ``WEBRTC_REF_TRACE=0`` (no Playwright
-traces), ``WEBRTC_REF_UPDATE_SCREENSHOTS=1`` (refresh docs/screenshots),
+Environment: ``WEBRTC_REF_CHROMIUM`` and ``WEBRTC_REF_FIREFOX`` (the browsers),
+``WEBRTC_REF_TRACE=0`` (no Playwright traces), ``WEBRTC_REF_UPDATE_SCREENSHOTS=1``
+(refresh docs/screenshots),
 ``WEBRTC_REF_TIMEOUT_SCALE`` (multiplies every deadline).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from browser_tests.bidi import DEFAULT_FIREFOX, Firefox
 from browser_tests.helpers import (
     ARTIFACTS,
     PROBE_JS,
@@ -152,6 +157,24 @@ def browser(chromium: Callable[[str], Any]) -> Any:
     return chromium("tone")
 
 
+@pytest.fixture(scope="session")
+def firefox() -> Iterator[Firefox]:
+    """Debian's Firefox ESR over WebDriver BiDi, with fake media (``browser_tests.bidi``),
+    started on first use and kept for the session."""
+    executable = os.environ.get("WEBRTC_REF_FIREFOX", DEFAULT_FIREFOX)
+    missing = [b for b in (executable, "pulseaudio") if not shutil.which(b)]
+    if missing:
+        pytest.fail(
+            f"the Firefox scenarios need {' and '.join(missing)} "
+            "(the browser nox session installs firefox-esr and pulseaudio with apt-get)"
+        )
+    browser = Firefox(executable)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
 # ----------------------------------------------------------------------------- peers
 
 
@@ -193,6 +216,45 @@ def open_peer(
         _close_peer(peer, artifacts if failed else None)
     if failed and artifacts.exists():
         _failed_artifacts.append(artifacts)
+
+
+@pytest.fixture
+def open_firefox(
+    request: pytest.FixtureRequest, firefox: Firefox, artifacts: Path
+) -> Iterator[Callable[..., Peer]]:
+    """``open_firefox(url, root=".webrtc-ref", name=None)``: a new Firefox tab in its own
+    user context, on ``url``, with the component's client loaded. A failed test keeps each
+    tab's screenshot and console log under ``build/browser-artifacts/<test>/``."""
+    peers: list[Peer] = []
+
+    def make(url: str, *, root: str = ".webrtc-ref", name: str | None = None) -> Peer:
+        peer = Peer(
+            name=name or f"firefox{len(peers)}", context=None, page=firefox.new_page(), root=root
+        )
+        peers.append(peer)
+        peer.open(url)
+        # Opening Firefox's audio output for a page takes up to 2 s here (PulseAudio's
+        # null sink), and it closes again with the page's last AudioContext. Keep one
+        # open, so that the probe's audio tap, made when a stream starts, records from
+        # the start.
+        peer.page.evaluate(
+            "async () => { window.__audioOutput = new AudioContext();"
+            " await window.__audioOutput.resume(); }"
+        )
+        return peer
+
+    yield make
+    keep = artifacts if _failed(request.node) else None
+    for peer in peers:
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(Exception):
+                peer.page.screenshot(str(keep / f"{peer.name}.png"))
+            (keep / f"{peer.name}-console.txt").write_text(
+                "\n".join(firefox.console(peer.page.context)), encoding="utf-8"
+            )
+            _failed_artifacts.append(keep)
+        peer.page.close()
 
 
 def _close_peer(peer: Peer, keep: Path | None) -> None:

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiortc import (
-    RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -46,6 +45,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from conformance.adapters.base import Adapter, Scenario, Served
 from conformance.gradio_http import GradioApp, GradioSession, HttpReply
+from webrtc_ref.testing import aiortc_configuration
 
 #: Multiplies every deadline (env ``CONFORMANCE_TIMEOUT_SCALE``) for slow machines.
 TIMEOUT_SCALE = float(os.environ.get("CONFORMANCE_TIMEOUT_SCALE", "1"))
@@ -308,6 +308,8 @@ class WirePeer:
         data_channel: create the ``"text"`` data channel (the browser always does).
         stream: which WebRTC component of the scenario to talk to.
         session: the browser tab (Gradio session) to use; default: a tab of its own.
+        rtc_configuration: a browser-style RTCConfiguration dict (``iceServers``,
+            ``iceTransportPolicy``) for the peer connection; default: no ICE servers.
     """
 
     def __init__(
@@ -323,6 +325,7 @@ class WirePeer:
         data_channel: bool = True,
         stream: int = 0,
         session: GradioSession | None = None,
+        rtc_configuration: dict[str, Any] | None = None,
     ) -> None:
         self.wire = wire
         self.scenario = wire.scenario
@@ -334,7 +337,7 @@ class WirePeer:
         )
         self._own_session = session is None
         self.session: GradioSession = session or wire.app.session()
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(aiortc_configuration(rtc_configuration))
         self.messages: list[Message] = []
         self.outputs: list[OutputUpdate] = []
         self.errors: list[str] = []

@@ -116,8 +116,8 @@ def audio_to_float32(
         ``audio`` is not an ndarray, or its dtype is neither int16 nor float32 (the message
         names the dtype; convert float64 with ``.astype(np.float32)``).
 
-    Example
-    -------
+    Examples
+    --------
     >>> audio_to_float32(np.array([[0, 16384, -32768]], dtype=np.int16))
     array([[ 0. ,  0.5, -1. ]], dtype=float32)
     """
@@ -162,8 +162,8 @@ def audio_to_int16(
     ValueError
         A float32 sample is NaN or infinite.
 
-    Example
-    -------
+    Examples
+    --------
     >>> audio_to_int16(np.array([[0.0, 0.5, -1.0, 1.0]], dtype=np.float32))
     array([[     0,  16384, -32768,  32767]], dtype=int16)
     """
@@ -239,8 +239,8 @@ def aggregate_bytes_to_16bit(
         ``chunks_iterator`` is not iterable (raised at the call), or a chunk is not bytes-like
         (raised when that chunk is reached; the message gives its index).
 
-    Example
-    -------
+    Examples
+    --------
     >>> [a.tolist() for a in aggregate_bytes_to_16bit([b"\\x01\\x00\\x02", b"\\x00"])]
     [[[1]], [[2]]]
     """
@@ -301,8 +301,8 @@ def async_aggregate_bytes_to_16bit(
         generator belongs to :func:`aggregate_bytes_to_16bit`), or a chunk is not bytes-like
         (raised when that chunk is reached; the message gives its index).
 
-    Example
-    -------
+    Examples
+    --------
     >>> async for samples in async_aggregate_bytes_to_16bit(tts_stream()):
     ...     yield (24000, samples)
     """
@@ -362,8 +362,8 @@ async def wait_for_item(queue: asyncio.Queue[Any], timeout: float = 0.1) -> Any:
     ValueError
         ``timeout`` is negative, NaN or infinite.
 
-    Example
-    -------
+    Examples
+    --------
     >>> queue = asyncio.Queue()
     >>> queue.put_nowait(1)
     >>> await wait_for_item(queue)
@@ -516,8 +516,8 @@ def audio_to_bytes(audio: tuple[int, AudioArray]) -> bytes:
     RuntimeError
         The installed PyAV has no MP3 encoder (``libmp3lame``).
 
-    Example
-    -------
+    Examples
+    --------
     >>> sample_rate = 16000
     >>> audio_data = np.zeros((1, 16000), dtype=np.int16)  # one second of mono silence
     >>> mp3 = audio_to_bytes((sample_rate, audio_data))
@@ -552,8 +552,8 @@ def audio_to_file(audio: tuple[int, AudioArray]) -> str:
     TypeError, ValueError, RuntimeError
         As :func:`audio_to_bytes`; ``OSError`` if the file cannot be written.
 
-    Example
-    -------
+    Examples
+    --------
     >>> path = audio_to_file((16000, np.zeros((1, 16000), dtype=np.int16)))
     >>> try:
     ...     transcribe(path)

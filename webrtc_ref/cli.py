@@ -1,4 +1,5 @@
-"""The ``webrtc-ref`` command line: run the demos, print the version."""
+"""The ``webrtc-ref`` command line: run the demos (alone, or as replicas behind HAProxy),
+print the version."""
 
 from __future__ import annotations
 
@@ -31,7 +32,81 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     demo.add_argument("--port", type=int, default=7860, help="port to bind (default 7860)")
     demo.add_argument("--list", action="store_true", help="list the demos and exit")
+    cluster = commands.add_parser(
+        "cluster",
+        help="run replicas of a demo behind HAProxy on 127.0.0.1 (see docs/deployment.md)",
+        description=(
+            "Run N replicas of a demo (or module:function returning a gr.Blocks) behind "
+            "HAProxy with cookie persistence, all on 127.0.0.1, until Ctrl-C."
+        ),
+    )
+    cluster.add_argument(
+        "app", nargs="?", default="echo-audio", help="a demo name or module:function"
+    )
+    cluster.add_argument("--replicas", type=int, default=2, help="how many (default 2)")
+    cluster.add_argument("--port", type=int, default=7860, help="HAProxy's port (default 7860)")
+
+    from webrtc_ref.standalone import STREAMS
+
+    streams = "\n".join(f"  {name:<20} {entry[0]}" for name, entry in STREAMS.items())
+    serve = commands.add_parser(
+        "serve",
+        help="serve a demo's Stream on FastAPI with a plain HTML page (no Gradio)",
+        description=(
+            "Mount a demo's Stream on a FastAPI app and serve it with a plain HTML page at "
+            f"http://HOST:PORT/ using the standalone client (/client.js).\n\ndemos:\n{streams}"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("name", nargs="?", help="which demo (see --list)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument("--list", action="store_true", help="list the demos and exit")
     return parser
+
+
+def _cluster(app: str, replicas: int, port: int) -> int:
+    import shutil
+    import signal
+    import threading
+
+    from webrtc_ref.cluster import HAPROXY_HINT, Cluster
+
+    if shutil.which("haproxy") is None:
+        print(f"webrtc-ref: error: {HAPROXY_HINT}", file=sys.stderr)
+        return 2
+    if replicas < 1:
+        print(f"webrtc-ref: error: --replicas must be >= 1; got {replicas}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Cluster(app, replicas=replicas, port=port, loopback_ice=False) as running:
+        names = ", ".join(f"{m.name} on :{m.port}" for m in running.members)
+        print(f"webrtc-ref {__version__}: {app!r} x{replicas} ({names}) on {running.url}")
+        print("Ctrl-C stops HAProxy and every replica.")
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from webrtc_ref.standalone import STREAMS, UnknownStreamError, serve
+
+    if args.list or args.name is None:
+        for name, (description, _) in STREAMS.items():
+            print(f"{name:<20} {description}")
+        return 0 if args.list else 2
+    if not 0 < args.port < 65536:
+        print(f"webrtc-ref: error: --port must be 1-65535; got {args.port}", file=sys.stderr)
+        return 2
+    if args.name not in STREAMS:
+        print(f"webrtc-ref: error: {UnknownStreamError.for_name(args.name)}", file=sys.stderr)
+        return 2
+    print(f"webrtc-ref {__version__}: serving {args.name!r} on http://{args.host}:{args.port}/")
+    serve(args.name, host=args.host, port=args.port)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "cluster":
+        return _cluster(args.app, args.replicas, args.port)
     if args.command == "demo":
         if args.list:
             for name, demo in DEMOS.items():
@@ -56,5 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"webrtc-ref {__version__}: demo {args.name!r} on http://{args.host}:{args.port}")
         app.launch(server_name=args.host, server_port=args.port, show_error=True)
         return 0
+    if args.command == "serve":
+        return _serve(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse exits
     return 2

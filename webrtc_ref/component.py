@@ -2,9 +2,11 @@
 
 It is a ``gr.HTML`` subclass, the way Gradio 6 hosts a custom component without a Svelte
 build: the browser client lives in ``webrtc_ref/static`` (``webrtc.html`` is the static
-``html_template``, ``webrtc.css`` the ``css_template``, ``webrtc.js`` the ``js_on_load``
-body). They are read from the package when the module is imported and inlined into the
-component config, so nothing is fetched from a CDN and no npm build exists.
+``html_template``, ``webrtc.css`` the ``css_template``, and the ``js_on_load`` body is
+:func:`client_script`: the standalone client module ``client.js``, which owns the
+connection, followed by ``webrtc.js``, the component's UI on top of it). They are read
+from the package when the module is imported and inlined into the component config, so
+nothing is fetched from a CDN and no npm build exists.
 
 Signalling goes through the ``offer`` server function (``POST
 /gradio_api/component_server`` with ``fn_name="offer"``); the component's value on the wire
@@ -20,6 +22,7 @@ import functools
 import inspect
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -126,6 +129,52 @@ def static_asset(name: str) -> str:
                     "template evaluation would interpret; remove it"
                 )
     return text
+
+
+#: A top-level export of client.js: ``export`` (then the declaration) at a line's start.
+_EXPORT = re.compile(
+    r"^export (?=(?:async function|function|class|const) ([A-Za-z_$][\w$]*))", re.M
+)
+#: What client.js may not contain: other export forms, imports (a script cannot import).
+_MODULE_ONLY = re.compile(r"^\s*(?:export\b|import\b)", re.M)
+
+
+def module_as_script(source: str, name: str = "client") -> str:
+    """The ES module ``source`` as script text defining ``const <name>``, an object of the
+    module's exports.
+
+    The module is wrapped in a function (its declarations stay private) whose result holds
+    every ``export function|async function|class|const NAME`` at the start of a line,
+    with the ``export`` keyword removed. Raises ``ValueError`` for anything else a script
+    cannot run: another form of export, an ``import``, or no export at all.
+    """
+    names = [m.group(1) for m in _EXPORT.finditer(source)]
+    body = _EXPORT.sub("", source)
+    leftover = _MODULE_ONLY.search(body)
+    if leftover is not None:
+        line = body[leftover.start() :].splitlines()[0].strip()
+        raise ValueError(
+            f"the client module has {line!r}: only 'export function|async function|class|"
+            "const NAME' at the start of a line can be turned into a script; no imports"
+        )
+    if not names:
+        raise ValueError("the client module exports nothing")
+    exports = ", ".join(names)
+    return f'const {name} = (() => {{\n"use strict";\n{body}\nreturn {{ {exports} }};\n}})();\n'
+
+
+@functools.cache
+def client_script() -> str:
+    """The component's ``js_on_load`` body: ``client.js`` (as :func:`module_as_script`,
+    the object ``client``) followed by ``webrtc.js``, which uses it."""
+    ui = static_asset("webrtc.js")
+    strict = '"use strict";\n'
+    core = module_as_script(static_asset("client.js"), "client")
+    if ui.find(strict) >= 0:
+        # "use strict" must stay the first statement of the function body
+        head, _, tail = ui.partition(strict)
+        return f"{head}{strict}{core}{tail}"
+    return core + ui
 
 
 # -- validation helpers ------------------------------------------------------------------
@@ -394,7 +443,8 @@ class WebRTC(gr.HTML):
         mirror_webcam: mirror the local webcam preview (the frames sent are never mirrored).
         rtp_params: merged into each sender's ``RTCRtpSender.setParameters`` (``encodings``
             entries are merged index by index), e.g. ``{"encodings": [{"maxBitrate": 1e6}]}``.
-        height, width: size of the media area: pixels (int) or a CSS size (str).
+        height: height of the media area: pixels (int) or a CSS size (str).
+        width: width of the media area: pixels (int) or a CSS size (str).
         max_offer_bytes: the largest offer SDP the server accepts, in bytes (default 64
             KiB; a browser's offer is 2-6 KiB). Larger offers get ``offer_too_large``.
         max_pending_per_address: how many offers from one client address may be
@@ -420,8 +470,18 @@ class WebRTC(gr.HTML):
             time (text-to-speech) runs this far ahead of playback before it waits, so what
             it yields after the audio (``AdditionalOutputs`` with the transcript) arrives
             at once; barge-in drops what waits.
-        show_label, container, scale, min_width, interactive, visible, elem_id,
-        elem_classes, render, key, every, inputs: as for every Gradio component.
+        show_label: as for every Gradio component.
+        container: as for every Gradio component.
+        scale: as for every Gradio component.
+        min_width: as for every Gradio component.
+        interactive: as for every Gradio component.
+        visible: as for every Gradio component.
+        elem_id: as for every Gradio component.
+        elem_classes: as for every Gradio component.
+        render: as for every Gradio component.
+        key: as for every Gradio component.
+        every: as for every Gradio component.
+        inputs: as for every Gradio component.
         _stream_origin: internal. Gradio rebuilds a component from its constructor
             arguments when an event updates its props (``gr.update(label=...)``); the
             rebuilt copy gets the original here and serves the original's stream.
@@ -561,7 +621,7 @@ class WebRTC(gr.HTML):
             label=label,
             html_template=static_asset("webrtc.html"),
             css_template=static_asset("webrtc.css"),
-            js_on_load=static_asset("webrtc.js"),
+            js_on_load=client_script(),
             apply_default_css=False,
             every=every,
             inputs=inputs,

@@ -616,8 +616,11 @@ class ReplyOnPause(StreamHandler):
             ``(audio, AdditionalOutputs)``; ``emit`` returns them unchanged.
         algo_options: turn-taking options (:class:`AlgoOptions`; default ``AlgoOptions()``).
         model_options: options of the detector (default model: ``SileroVadOptions``).
-        expected_layout, output_sample_rate, output_frame_size, input_sample_rate: as
-            ``StreamHandler``; the defaults are gradio_webrtc's ReplyOnPause ones.
+        expected_layout: as ``StreamHandler``; the defaults of this and the next three
+            are gradio_webrtc's ReplyOnPause ones.
+        output_sample_rate: as ``StreamHandler``.
+        output_frame_size: as ``StreamHandler``.
+        input_sample_rate: as ``StreamHandler``.
         model: the pause detector (default: the shared, packaged Silero VAD). Streaming mode
             needs a ``StreamingPauseDetectionModel`` (with ``new_stream()``); chunked mode
             only ``vad()`` (fastrtc's ``PauseDetectionModel``).

@@ -17,6 +17,8 @@ Routes (``{path}`` is ``mount``'s prefix; see docs/stream.md for the wire format
   connection's additional inputs.
 - ``GET {path}/webrtc/outputs?webrtc_id=...&token=...``: the connection's
   ``AdditionalOutputs`` as server-sent events.
+- ``GET {path}/client.js``: the standalone browser client, an ES module exporting
+  ``connect`` (docs/stream.md).
 - ``WS {path}/websocket/offer``: fastrtc's WebSocket audio protocol
   (:mod:`webrtc_ref.websocket`); a session counts against the same limits and is
   reachable by its ``websocket_id`` through the hooks and the routes above.
@@ -157,6 +159,19 @@ def _json_or_none(raw: bytes) -> tuple[bool, Any]:
         return True, json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return False, None
+
+
+async def _client_js() -> Response:
+    """``GET {path}/client.js``: the standalone browser client (static/client.js)."""
+    from fastapi.responses import Response as PlainResponse
+
+    from webrtc_ref.component import static_asset
+
+    return PlainResponse(
+        static_asset("client.js"),
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 class _HeldCandidates:
@@ -494,6 +509,7 @@ class Stream:
         app.add_api_route(
             f"{path}/webrtc/outputs", outputs_route, methods=["GET"], include_in_schema=False
         )
+        app.add_api_route(f"{path}/client.js", _client_js, methods=["GET"], include_in_schema=False)
         from webrtc_ref.websocket import websocket_route
 
         app.add_api_websocket_route(

@@ -6,21 +6,15 @@
 // with `element` the component's root element, `trigger(name)` to fire the component's
 // events ("tick", "state_change"), `props` (value + the component's options), `server`
 // (its server functions: `server.offer(body)`), and `watch(prop, callback)`.
-// The wire protocol it speaks is documented in docs/protocol.md.
+// The connection itself (media, signalling, the data channel, endings) is the standalone
+// client, static/client.js: webrtc_ref.component.client_script puts that module's source
+// before this script, inside a function whose exports are the object `client`. The wire
+// protocol is documented in docs/protocol.md.
 "use strict";
 
 const START_SENTINEL = "start_webrtc_stream";
-const ICE_GATHERING_TIMEOUT_MS = 5000;
-// The offer leaves this long after the first usable candidate (a relay one under
-// iceTransportPolicy "relay"), even if gathering goes on: an unreachable STUN/TURN server
-// then costs this, not ICE_GATHERING_TIMEOUT_MS. Later candidates are trickled.
-const ICE_GATHERING_BUDGET_MS = 300;
-const MAX_TRICKLED_CANDIDATES = 20;
 const VIDEO_TICK_MS = 500;
 const RECEIVE_TICK_MS = 1000;
-const DISCONNECT_GRACE_MS = 4000;
-const LIMIT_RETRY_WINDOW_MS = 3000;
-const LIMIT_RETRIES = 3;
 // The receive-mode trigger's client-side announcement (see onTriggerEvent) and how long its
 // queued confirmation may take to arrive.
 const TRIGGER_EVENT = "webrtc-ref-trigger";
@@ -69,22 +63,15 @@ function setTurn(state, text) {
 
 const S = {
   state: "idle",
-  session: 0, // bumped on every start/teardown; callbacks of older sessions are ignored
-  pc: null,
-  dc: null,
+  session: 0, // bumped on every start/teardown; callbacks of older connections are ignored
+  conn: null, // the current client.Connection (see client.js)
   webrtcId: null,
-  localStream: null,
-  remoteStream: null,
-  connectedAt: null,
-  lastStopAt: 0,
   timers: [],
   meters: [],
-  disconnectTimer: null,
   lastError: null,
   messages: [], // every data-channel message received (newest last, capped), for tests
   turns: [], // turn states shown ({state, at: performance.now()}, capped), for tests
   triggerStarts: [], // receive mode: starts by one half of a trigger, awaiting the other
-  trickle: null, // the current session's late ICE candidates (see trickle())
   switching: null, // the device picker change being applied (see switchDevice())
   starts: { total: 0, early: 0, confirmed: 0 }, // counts, for tests
 };
@@ -117,9 +104,7 @@ function cfg() {
   };
 }
 
-function isObject(value) {
-  return value !== null && typeof value === "object" && !Array.isArray(value);
-}
+const isObject = client.isObject;
 
 function cssSize(value) {
   if (typeof value === "number") return value + "px";
@@ -203,11 +188,6 @@ function layout() {
 
 // ---------------------------------------------------------------- media helpers
 
-function kindLabel(c) {
-  if (c.modality === "audio-video") return "camera and microphone";
-  return c.modality === "audio" ? "microphone" : "camera";
-}
-
 // The device pickers of a modality: [select, enumerateDevices kind, what it picks].
 function pickers(c) {
   if (c.modality === "audio-video") {
@@ -219,92 +199,17 @@ function pickers(c) {
   return c.modality === "audio" ? [[ui.device, "audioinput", "microphone"]] : [[ui.device, "videoinput", "camera"]];
 }
 
-function withDevice(constraints, deviceId) {
-  if (!deviceId) return constraints;
-  return Object.assign({}, isObject(constraints) ? constraints : {}, { deviceId: { exact: deviceId } });
-}
-
-// audio-video: track_constraints is {audio: ..., video: ...}; a kind it leaves out (or
-// track_constraints true) gets the browser's defaults.
-function nestedConstraints(c, kind) {
-  const tc = c.trackConstraints;
-  if (!isObject(tc) || tc[kind] === undefined || tc[kind] === null) return true;
-  return tc[kind];
-}
-
-// getUserMedia constraints; `only` ("audio" or "video") asks audio-video for one kind.
-function mediaConstraints(c, only) {
-  if (c.modality === "audio-video") {
-    const audio = withDevice(nestedConstraints(c, "audio"), ui.deviceMic.value);
-    const video = withDevice(nestedConstraints(c, "video"), ui.device.value);
-    return { audio: only === "video" ? false : audio, video: only === "audio" ? false : video };
-  }
-  let constraints = c.trackConstraints;
-  const deviceId = ui.device.value;
-  if (deviceId) {
-    constraints = Object.assign({}, isObject(constraints) ? constraints : {}, {
-      deviceId: { exact: deviceId },
-    });
-  }
-  return c.modality === "audio" ? { audio: constraints, video: false } : { video: constraints, audio: false };
-}
-
-function describeMediaError(err, c, what) {
-  what = what || kindLabel(c);
-  const name = err && err.name;
-  const is = what.includes(" and ") ? "are" : "is";
-  if (name === "NotAllowedError" || name === "SecurityError")
-    return `Permission to use the ${what} was denied. Allow it in the browser and press Start again.`;
-  if (name === "NotFoundError") return `No ${what.replace(" and ", " or ")} was found.`;
-  if (name === "NotReadableError") return `The ${what} ${is} in use by another application or could not be opened.`;
-  if (name === "OverconstrainedError")
-    return `The ${what} cannot satisfy track_constraints (constraint: ${err.constraint || "unknown"}).`;
-  return `Could not open the ${what}: ${(err && err.message) || err}`;
-}
-
-// audio-video: which of the two kinds getUserMedia could not find ("camera",
-// "microphone", or both when the device list cannot tell).
-async function missingKinds(c) {
-  try {
-    const devices = await navigator.mediaDevices.enumerateDevices();
-    const missing = pickers(c)
-      .filter(([, kind]) => !devices.some((d) => d.kind === kind))
-      .map(([, , label]) => label);
-    return missing.length === 1 ? missing[0] : kindLabel(c);
-  } catch (err) {
-    return kindLabel(c);
-  }
-}
-
-// audio-video: the device a constraint that could not be met belongs to.
-function constrainedKind(c, constraint) {
-  const inKind = (kind) => {
-    const constraints = nestedConstraints(c, kind);
-    return isObject(constraints) && constraint in constraints;
+// client.getLocalMedia's options: the modality, track_constraints and the picked devices
+// (ui.device is the modality's picker; the camera in audio-video).
+function mediaOptions(c, only) {
+  const av = c.modality === "audio-video";
+  return {
+    modality: c.modality,
+    constraints: c.trackConstraints,
+    audioDeviceId: av ? ui.deviceMic.value : c.modality === "audio" ? ui.device.value : "",
+    videoDeviceId: c.modality === "audio" ? "" : ui.device.value,
+    only,
   };
-  if (inKind("video") && !inKind("audio")) return "camera";
-  if (inKind("audio") && !inKind("video")) return "microphone";
-  return kindLabel(c);
-}
-
-async function getLocalMedia(c, only) {
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    throw new ClientError(
-      "Media devices are unavailable: open the page over HTTPS or on localhost.",
-      "media_unavailable",
-    );
-  }
-  try {
-    return await navigator.mediaDevices.getUserMedia(mediaConstraints(c, only));
-  } catch (err) {
-    let what = null;
-    if (c.modality === "audio-video") {
-      if (only) what = only === "audio" ? "microphone" : "camera";
-      else if (err && err.name === "NotFoundError") what = await missingKinds(c);
-      else if (err && err.name === "OverconstrainedError") what = constrainedKind(c, err.constraint);
-    }
-    throw new ClientError(describeMediaError(err, c, what), "media_error");
-  }
 }
 
 async function refreshDevices() {
@@ -318,7 +223,8 @@ async function refreshDevices() {
   }
   for (const [select, kind, label] of pickers(c)) {
     const devices = all.filter((d) => d.kind === kind && d.deviceId);
-    const active = S.localStream && S.localStream.getTracks().find((t) => t.kind + "input" === kind);
+    const local = S.conn && S.conn.localStream;
+    const active = local && local.getTracks().find((t) => t.kind + "input" === kind);
     const activeId = active && active.getSettings ? active.getSettings().deviceId : null;
     const selected = select.value || activeId;
     select.replaceChildren(
@@ -344,33 +250,22 @@ function switchDevice(kind) {
 
 async function reopenDevice(kind) {
   const c = cfg();
-  if (!S.pc || !S.localStream || S.state !== "streaming") return;
-  const session = S.session;
+  const conn = S.conn;
+  if (!conn || !conn.pc || !conn.localStream || S.state !== "streaming") return;
   let stream;
   try {
-    stream = await getLocalMedia(c, c.modality === "audio-video" ? kind : undefined);
+    stream = await client.getLocalMedia(mediaOptions(c, c.modality === "audio-video" ? kind : undefined));
   } catch (err) {
     showWarning(err.message);
     return;
   }
-  if (session !== S.session) {
+  if (conn !== S.conn) {
     stopStream(stream);
     return;
   }
-  const track = stream.getTracks()[0];
-  const sender = S.pc.getSenders().find((s) => s.track && s.track.kind === track.kind);
-  if (sender) await sender.replaceTrack(track);
-  if (c.modality === "audio-video") {
-    // Only the picked kind is reopened; the other track goes on as it is.
-    if (session !== S.session) return track.stop();
-    const kept = S.localStream.getTracks().filter((t) => t.kind !== track.kind);
-    for (const old of S.localStream.getTracks()) if (old.kind === track.kind) old.stop();
-    stream = new MediaStream([...kept, track].sort((a, b) => (a.kind === "audio" ? -1 : b.kind === "audio" ? 1 : 0)));
-  } else {
-    stopStream(S.localStream);
+  if (await conn.replaceLocalStream(stream)) {
+    if (conn === S.conn) showLocal(conn.localStream, c);
   }
-  S.localStream = stream;
-  showLocal(stream, c);
 }
 
 function stopStream(stream) {
@@ -393,10 +288,8 @@ function showLocal(stream, c) {
   }
 }
 
-function attachRemote(ev, c) {
-  if (c.modality === "audio-video") return attachRemoteAudioVideo(ev);
-  const stream = ev.streams && ev.streams[0] ? ev.streams[0] : new MediaStream([ev.track]);
-  S.remoteStream = stream;
+function attachRemote(track, stream, c) {
+  if (c.modality === "audio-video") return attachRemoteAudioVideo(track, stream);
   if (c.modality === "video") {
     ui.remote.srcObject = stream;
     ui.remote.play().catch(() => {});
@@ -409,20 +302,18 @@ function attachRemote(ev, c) {
   }
 }
 
-// audio-video: both remote tracks go into one MediaStream played by the remote <video>,
-// so one element renders the picture and plays the sound (the browser synchronises the
-// tracks of the answer's one stream, and one element keeps them in one playout).
-function attachRemoteAudioVideo(ev) {
-  if (!S.remoteStream) S.remoteStream = new MediaStream();
-  const stream = S.remoteStream;
-  if (!stream.getTracks().includes(ev.track)) stream.addTrack(ev.track);
+// audio-video: both remote tracks are in one MediaStream (the connection's remoteStream),
+// played by the remote <video>, so one element renders the picture and plays the sound
+// (the browser synchronises the tracks of the answer's one stream, and one element keeps
+// them in one playout).
+function attachRemoteAudioVideo(track, stream) {
   if (ui.remote.srcObject !== stream) ui.remote.srcObject = stream;
   ui.remote.volume = 1;
   ui.remote.muted = false;
   ui.remote.play().catch(() => {});
-  if (ev.track.kind === "audio") {
+  if (track.kind === "audio") {
     stopMeters("out");
-    startMeter(new MediaStream([ev.track]), ui.meterOut, "out");
+    startMeter(new MediaStream([track]), ui.meterOut, "out");
   }
 }
 
@@ -473,150 +364,36 @@ function stopMeters(tag) {
   }
 }
 
-async function applyRtpParams(pc, rtpParams) {
-  if (!rtpParams || !Object.keys(rtpParams).length) return;
-  for (const sender of pc.getSenders()) {
-    if (!sender.track) continue;
-    const params = sender.getParameters();
-    const merged = Object.assign({}, params, rtpParams);
-    if (Array.isArray(rtpParams.encodings) && Array.isArray(params.encodings)) {
-      merged.encodings = params.encodings.map((e, i) => Object.assign({}, e, rtpParams.encodings[i] || {}));
-    }
-    try {
-      await sender.setParameters(merged);
-      root.dataset.rtpParams = "applied";
-    } catch (err) {
-      root.dataset.rtpParams = "failed";
-      showWarning(`rtp_params could not be applied: ${err.message}`);
-    }
-  }
-}
-
 // ---------------------------------------------------------------- signalling
 
-class ClientError extends Error {
-  constructor(message, code) {
-    super(message);
-    this.code = code;
+// Offers and trickled candidates go to the component's server functions (Gradio's
+// component_server route): `offer` and `ice_candidate`.
+async function gradioSignal(body) {
+  if (body.type === "ice-candidate") {
+    if (typeof server.ice_candidate !== "function") return undefined;
+    return server.ice_candidate({ webrtc_id: body.webrtc_id, candidate: body.candidate });
   }
-}
-
-function newWebrtcId() {
-  const bytes = new Uint8Array(16);
-  crypto.getRandomValues(bytes);
-  return Array.from(bytes, (b) => (b % 36).toString(36)).join("");
-}
-
-function waitForIceGathering(pc, relayOnly) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    let budget = null;
-    const done = () => {
-      clearTimeout(timer);
-      clearTimeout(budget);
-      pc.removeEventListener("icegatheringstatechange", check);
-      pc.removeEventListener("icecandidate", onCandidate);
-      resolve();
-    };
-    const check = () => {
-      if (pc.iceGatheringState === "complete") done();
-    };
-    // Wait for all candidates, or ICE_GATHERING_BUDGET_MS after the first usable one
-    // (what comes later is trickled, see trickle()), never longer than the timeout.
-    const onCandidate = (ev) => {
-      if (!ev.candidate || budget !== null) return;
-      if (relayOnly && ev.candidate.type !== "relay") return;
-      budget = setTimeout(done, ICE_GATHERING_BUDGET_MS);
-    };
-    const timer = setTimeout(done, ICE_GATHERING_TIMEOUT_MS);
-    pc.addEventListener("icegatheringstatechange", check);
-    pc.addEventListener("icecandidate", onCandidate);
-  });
-}
-
-// Candidates gathered after the offer left go to the server's ice_candidate function,
-// once the answer is in (before that the server has no connection to add them to).
-function trickle(session, webrtcId, candidate) {
-  const t = S.trickle;
-  if (!t || t.session !== session || !t.offerSent || !candidate || !candidate.candidate) return;
-  if (t.count >= MAX_TRICKLED_CANDIDATES) return;
-  t.count += 1;
-  const body = {
-    webrtc_id: webrtcId,
-    candidate: { candidate: candidate.candidate, sdpMid: candidate.sdpMid, sdpMLineIndex: candidate.sdpMLineIndex },
-  };
-  if (t.answered) sendCandidate(body);
-  else t.queue.push(body);
-}
-
-function sendCandidate(body) {
-  if (typeof server.ice_candidate !== "function") return;
-  Promise.resolve(server.ice_candidate(body)).catch(() => {});
-}
-
-function failureMessage(reply) {
-  const meta = isObject(reply.meta) ? reply.meta : {};
-  const code = typeof meta.error === "string" ? meta.error : "failed";
-  let message = typeof meta.message === "string" && meta.message ? meta.message : null;
-  if (!message) {
-    if (code === "concurrency_limit_reached")
-      message = `Too many concurrent connections${meta.limit ? ` (limit ${meta.limit})` : ""}. Try again later.`;
-    else if (code === "not_configured") message = "This component has no stream configured on the server.";
-    else message = `The server refused the connection (${code}).`;
-  }
-  return { code, message };
-}
-
-async function postOffer(session, body) {
-  for (let attempt = 0; ; attempt++) {
-    let reply;
-    try {
-      reply = await server.offer(body);
-    } catch (err) {
-      reply = undefined;
-    }
-    if (session !== S.session) return null;
-    if (!isObject(reply)) {
-      throw new ClientError(
-        "The server did not answer the offer (HTTP error or network failure); see the server log.",
-        "no_answer",
-      );
-    }
-    if (reply.type === "answer" && typeof reply.sdp === "string") return reply;
-    const { code, message } = failureMessage(reply);
-    // Right after our own Stop the server may not have freed our previous slot yet.
-    if (code === "concurrency_limit_reached" && attempt < LIMIT_RETRIES && Date.now() - S.lastStopAt < LIMIT_RETRY_WINDOW_MS) {
-      await sleep(300 * (attempt + 1));
-      if (session !== S.session) return null;
-      continue;
-    }
-    throw new ClientError(message, code);
-  }
+  return server.offer(body);
 }
 
 // The RTCConfiguration of one connection, from the server (rtc_configuration is a function
-// there); null when the session ended meanwhile.
-async function fetchRtcConfiguration(session, webrtcId) {
+// there).
+async function fetchRtcConfiguration(webrtcId) {
   let reply;
   try {
     reply = await server.rtc_config({ webrtc_id: webrtcId });
   } catch (err) {
     reply = undefined;
   }
-  if (session !== S.session) return null;
   if (isObject(reply) && isObject(reply.rtc_configuration)) return reply.rtc_configuration;
   if (!isObject(reply)) {
-    throw new ClientError(
+    throw new client.ClientError(
       "The server did not send this connection's ICE configuration (HTTP error or network failure); see the server log.",
       "no_rtc_configuration",
     );
   }
-  const { code, message } = failureMessage(reply);
-  throw new ClientError(message, code);
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  const { code, message } = client.failureMessage(reply);
+  throw new client.ClientError(message, code);
 }
 
 // ---------------------------------------------------------------- ticks and messages
@@ -632,74 +409,49 @@ function fireStateChange() {
   trigger("state_change");
 }
 
-function onMessage(session, data) {
-  if (session !== S.session || typeof data !== "string") return;
-  S.messages.push(data);
-  if (S.messages.length > 500) S.messages.splice(0, S.messages.length - 500);
-  if (data === "tick") return fireTick();
-  if (data === "change") return fireStateChange();
-  if (data[0] !== "{") return; // e.g. "Server received: handshake" from older servers
-  let msg;
-  try {
-    msg = JSON.parse(data);
-  } catch (err) {
-    return;
-  }
-  if (!isObject(msg)) return;
-  // webrtc_ref puts the text in "message"; fastrtc-style servers and handlers in "data"
-  const body = msg.message !== undefined ? msg.message : msg.data;
-  const text = typeof body === "string" ? body : body === undefined ? "" : JSON.stringify(body);
-  switch (msg.type) {
-    case "error":
-      showError(text || "The stream handler reported an error.", "handler_error");
-      break;
-    case "warning":
-      showWarning(text);
-      break;
-    case "log":
+// The connection's callbacks (see client.js); those of a connection that is no longer
+// the current one are ignored.
+function callbacks(session, c) {
+  const live = () => session === S.session;
+  return {
+    onLocalStream: (stream) => {
+      if (!live()) return;
+      showLocal(stream, c);
+      refreshDevices();
+    },
+    onTrack: (track, stream) => live() && attachRemote(track, stream, c),
+    onConnectionState: (state) => {
+      if (live()) root.dataset.connectionState = state;
+    },
+    onState: (state, info) => {
+      if (!live()) return;
+      if (state === "streaming") {
+        setState("streaming");
+        startStreamingTimers(session);
+      } else if (state === "ended") {
+        if (info.reason) root.dataset.endReason = info.reason;
+        finish("ended", info.text);
+      } else if (state === "error") {
+        if (info.reason) root.dataset.endReason = info.reason;
+        finish("error", null, info.message, info.code);
+      }
+    },
+    onMessage: (data) => {
+      if (!live()) return;
+      S.messages.push(data);
+      if (S.messages.length > 500) S.messages.splice(0, S.messages.length - 500);
+    },
+    onTick: () => live() && fireTick(),
+    onChange: () => live() && fireStateChange(),
+    onError: (message, code) => live() && showError(message, code),
+    onWarning: (message) => live() && showWarning(message),
+    onLog: (text, msg) => {
+      if (!live()) return;
       root.dataset.lastLog = text;
       if (TURN_STATES[text]) setTurn(...TURN_STATES[text]);
       element.dispatchEvent(new CustomEvent("webrtc-log", { detail: msg }));
-      break;
-    case "end_stream":
-      serverEnded(typeof msg.reason === "string" ? msg.reason : "", text);
-      break;
-    case "send_input": // FastRTC spelling of "tick"
-      fireTick();
-      break;
-    case "fetch_output": // FastRTC spelling of "change"
-      fireStateChange();
-      break;
-    default:
-      break;
-  }
-}
-
-function serverEnded(reason, message) {
-  const c = cfg();
-  root.dataset.endReason = reason || "unknown";
-  switch (reason) {
-    case "time_limit":
-      return finish("ended", message || `Time limit reached${c.timeLimit ? ` (${c.timeLimit} s)` : ""}.`);
-    case "handler_finished":
-      return finish("ended", message || "The stream finished.");
-    case "handler_closed":
-      return finish("ended", message || "The stream was closed by the app.");
-    case "server_closed":
-      return finish("ended", message || "The server hung up.");
-    case "server_shutdown":
-      return finish("ended", message || "The server stopped the stream.");
-    case "client_closed":
-      return finish("ended", message || "Stopped.");
-    case "error":
-      return finish("error", null, message || S.lastError || "The stream handler failed.", "handler_error");
-    case "connect_timeout":
-      return finish("error", null, message || "The connection was not established in time (a TURN server may be needed).", "connect_timeout");
-    case "ice_failed":
-      return finish("error", null, message || "The network connection failed (a TURN server may be needed).", "ice_failed");
-    default:
-      return finish("ended", message || `The stream ended${reason ? ` (${reason})` : ""}.`);
-  }
+    },
+  };
 }
 
 // ---------------------------------------------------------------- lifecycle
@@ -707,80 +459,32 @@ function serverEnded(reason, message) {
 function clearTimers() {
   for (const timer of S.timers) clearInterval(timer);
   S.timers = [];
-  clearTimeout(S.disconnectTimer);
-  S.disconnectTimer = null;
 }
 
-// Close everything of the current session synchronously; optionally tell the server.
-function teardown(tellServer) {
+// Close everything of the current connection synchronously (the connection tells the
+// server when its data channel is open).
+function teardown() {
   S.session += 1;
   clearTimers();
   stopMeters();
   setTurn("");
-  const pc = S.pc;
-  const dc = S.dc;
-  S.pc = null;
-  S.dc = null;
-  if (dc && tellServer && dc.readyState === "open") {
-    try {
-      dc.send(JSON.stringify({ type: "stop" }));
-    } catch (err) {
-      /* closing anyway */
-    }
-  }
-  if (pc) {
-    try {
-      for (const sender of pc.getSenders()) if (sender.track) sender.track.stop();
-    } catch (err) {
-      /* closing anyway */
-    }
-    pc.close();
-    S.lastStopAt = Date.now();
-  }
-  stopStream(S.localStream);
-  S.localStream = null;
-  S.remoteStream = null;
-  S.connectedAt = null;
+  const conn = S.conn;
+  S.conn = null;
+  if (conn) conn.stop();
   ui.local.srcObject = null;
   ui.remote.srcObject = null;
   ui.audio.srcObject = null;
 }
 
 function finish(state, text, errorMessage, errorCode) {
-  teardown(true);
+  teardown();
   if (errorMessage) showError(errorMessage, errorCode);
   setState(state, text || (state === "error" ? "Error." : ""));
 }
 
 function stop() {
-  teardown(true);
+  teardown();
   setState("idle", "Stopped.");
-}
-
-function onConnectionState(session, pc) {
-  if (session !== S.session) return;
-  const state = pc.connectionState;
-  root.dataset.connectionState = state;
-  if (state === "connected") {
-    clearTimeout(S.disconnectTimer);
-    S.disconnectTimer = null;
-    if (S.state === "connecting") {
-      S.connectedAt = Date.now();
-      setState("streaming");
-      startStreamingTimers(session);
-    }
-  } else if (state === "disconnected") {
-    clearTimeout(S.disconnectTimer);
-    S.disconnectTimer = setTimeout(() => {
-      if (session === S.session && pc.connectionState === "disconnected") {
-        finish("error", null, "The connection to the server was lost.", "disconnected");
-      }
-    }, DISCONNECT_GRACE_MS);
-  } else if (state === "failed") {
-    finish("error", null, "The network connection failed (a TURN server may be needed; see rtc_configuration).", "ice_failed");
-  } else if (state === "closed") {
-    finish("ended", "The connection was closed.");
-  }
 }
 
 function startStreamingTimers(session) {
@@ -790,7 +494,8 @@ function startStreamingTimers(session) {
   if (c.mode === "receive") every(RECEIVE_TICK_MS, fireTick);
   if (c.timeLimit) {
     const update = () => {
-      const elapsed = (Date.now() - S.connectedAt) / 1000;
+      const connectedAt = S.conn && S.conn.connectedAt;
+      const elapsed = connectedAt ? (Date.now() - connectedAt) / 1000 : 0;
       const fraction = Math.min(1, elapsed / c.timeLimit);
       ui.timebarFill.style.width = (fraction * 100).toFixed(1) + "%";
       ui.timebarLabel.textContent = Math.max(0, Math.ceil(c.timeLimit - elapsed)) + " s left";
@@ -800,81 +505,36 @@ function startStreamingTimers(session) {
   }
 }
 
-async function start() {
-  if (S.pc || S.state === "connecting" || S.state === "streaming") teardown(true);
+// Start a connection; resolves once it is answered or has failed (its state says which).
+function start() {
+  if (S.conn || S.state === "connecting" || S.state === "streaming") teardown();
   S.starts.total += 1;
   const session = ++S.session;
   const c = cfg();
   clearError();
   layout();
-  const webrtcId = newWebrtcId();
+  const webrtcId = client.newWebrtcId();
   S.webrtcId = webrtcId;
   root.dataset.webrtcId = webrtcId;
   props.value = webrtcId;
   setState("connecting");
-  try {
-    if (c.sends) {
-      const stream = await getLocalMedia(c);
-      if (session !== S.session) return stopStream(stream);
-      S.localStream = stream;
-      showLocal(stream, c);
-      refreshDevices();
-    }
-    const rtcConfiguration = c.perConnectionRtc ? await fetchRtcConfiguration(session, webrtcId) : c.rtcConfiguration;
-    if (session !== S.session) return;
-    const pc = new RTCPeerConnection(rtcConfiguration || undefined);
-    S.pc = pc;
-    const dc = pc.createDataChannel("text");
-    S.dc = dc;
-    dc.addEventListener("open", () => {
-      if (session !== S.session) return;
-      dc.send("handshake");
-      fireTick();
-    });
-    dc.addEventListener("message", (ev) => onMessage(session, ev.data));
-    dc.addEventListener("close", () => {
-      if (session === S.session && (S.state === "streaming" || S.state === "connecting")) {
-        finish("ended", "The server closed the stream.");
-      }
-    });
-    pc.addEventListener("track", (ev) => session === S.session && attachRemote(ev, c));
-    pc.addEventListener("connectionstatechange", () => onConnectionState(session, pc));
-    if (S.localStream && c.modality === "audio-video") {
-      // One sendrecv transceiver per kind, audio first, as the server expects.
-      for (const kind of ["audio", "video"]) {
-        for (const track of S.localStream.getTracks()) if (track.kind === kind) pc.addTrack(track, S.localStream);
-      }
-    } else if (S.localStream) {
-      for (const track of S.localStream.getTracks()) pc.addTrack(track, S.localStream);
-    } else if (c.modality === "audio-video") {
-      for (const kind of ["audio", "video"]) pc.addTransceiver(kind, { direction: "recvonly" });
-    } else {
-      pc.addTransceiver(c.modality, { direction: "recvonly" });
-    }
-    S.trickle = { session, offerSent: false, answered: false, queue: [], count: 0 };
-    pc.addEventListener("icecandidate", (ev) => trickle(session, webrtcId, ev.candidate));
-    await pc.setLocalDescription(await pc.createOffer());
-    const relayOnly = !!(rtcConfiguration && rtcConfiguration.iceTransportPolicy === "relay");
-    await waitForIceGathering(pc, relayOnly);
-    if (session !== S.session) return;
-    const offerSdp = pc.localDescription.sdp;
-    S.trickle.offerSent = true; // candidates from now on are not in offerSdp
-    const answer = await postOffer(session, {
-      sdp: offerSdp,
-      type: "offer",
-      webrtc_id: webrtcId,
-    });
-    if (!answer || session !== S.session) return;
-    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
-    if (session !== S.session) return;
-    S.trickle.answered = true;
-    for (const body of S.trickle.queue.splice(0)) sendCandidate(body);
-    await applyRtpParams(pc, c.rtpParams);
-  } catch (err) {
-    if (session !== S.session) return;
-    const code = err instanceof ClientError ? err.code : "client_error";
-    finish("error", null, err instanceof ClientError ? err.message : `WebRTC error: ${err.message || err}`, code);
-  }
+  const conn = new client.Connection({
+    ...mediaOptions(c),
+    ...callbacks(session, c),
+    signal: gradioSignal,
+    mode: c.mode,
+    webrtcId,
+    rtcConfiguration: c.perConnectionRtc ? fetchRtcConfiguration : c.rtcConfiguration,
+    rtpParams: c.rtpParams,
+    timeLimit: c.timeLimit,
+  });
+  S.conn = conn;
+  return conn.ready.then(
+    () => {
+      if (session === S.session && conn.rtpParams) root.dataset.rtpParams = conn.rtpParams;
+    },
+    () => {},
+  );
 }
 
 // ---------------------------------------------------------------- wiring
@@ -923,14 +583,14 @@ watch("value", () => {
 watch(["mode", "modality", "mirror_webcam", "height", "width"], () => layout());
 
 window.addEventListener("pagehide", () => {
-  if (S.pc) teardown(true);
+  if (S.conn) teardown();
 });
 // Gradio may unmount the component (re-render, hidden tab); never leave a peer behind.
 const liveness = setInterval(() => {
   if (!element.isConnected) {
     clearInterval(liveness);
     window.removeEventListener(TRIGGER_EVENT, onTriggerEvent);
-    if (S.pc) teardown(true);
+    if (S.conn) teardown();
   }
 }, 1000);
 
@@ -939,19 +599,19 @@ const api = {
     return S.state;
   },
   get pc() {
-    return S.pc;
+    return S.conn ? S.conn.pc : null;
   },
   get dc() {
-    return S.dc;
+    return S.conn ? S.conn.dc : null;
   },
   get webrtcId() {
     return S.webrtcId;
   },
   get localStream() {
-    return S.localStream;
+    return S.conn ? S.conn.localStream : null;
   },
   get remoteStream() {
-    return S.remoteStream;
+    return S.conn ? S.conn.remoteStream : null;
   },
   get lastError() {
     return S.lastError;

@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -42,6 +43,8 @@ from webrtc_ref.component import (
     START_SENTINEL,
     TRIGGER_JS,
     WebRTC,
+    client_script,
+    module_as_script,
     static_asset,
 )
 from webrtc_ref.handlers import StreamHandler
@@ -230,7 +233,7 @@ def test_config_reaches_the_page() -> None:
         assert config["props"][key] == getattr(w, key), key
     assert config["server_fns"] == ["ice_candidate", "offer", "rtc_config"]
     assert config["component_class_name"] == "WebRTC"
-    assert config["js_on_load"] == static_asset("webrtc.js")
+    assert config["js_on_load"] == client_script()
     assert config["html_template"] == static_asset("webrtc.html")
     assert config["css_template"] == static_asset("webrtc.css")
     assert "'tick'" in config["js_on_load"] or '"tick"' in config["js_on_load"]
@@ -288,7 +291,42 @@ def test_client_script_is_a_valid_function_body() -> None:
         "const src = require('fs').readFileSync(0, 'utf8');"
         "new Function('element','trigger','props','server','upload','watch', src);"
     )
-    subprocess.run(["node", "-e", script], input=static_asset("webrtc.js"), text=True, check=True)
+    subprocess.run(["node", "-e", script], input=client_script(), text=True, check=True)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_client_module_imports_as_an_es_module(tmp_path: Path) -> None:
+    """client.js is a plain ES module (no imports, no browser globals at import time)
+    exporting connect, Connection and ClientError; the component script defines the same
+    names on its ``client`` object."""
+    module = tmp_path / "client.mjs"
+    module.write_text(static_asset("client.js"), encoding="utf-8")
+    script = (
+        f"const m = await import({json.dumps(module.as_uri())});"
+        "const names = Object.keys(m).sort();"
+        "for (const n of ['connect', 'Connection', 'ClientError', 'getLocalMedia', 'STATES'])"
+        "  if (!(n in m)) throw new Error('missing export ' + n);"
+        "let refused = null;"
+        "await m.connect({ mode: 'sideways', url: '' }).catch((e) => { refused = e; });"
+        "if (!(refused instanceof TypeError) || !/mode must be/.test(refused.message))"
+        "  throw new Error('bad mode not refused: ' + refused);"
+        "console.log(JSON.stringify(names));"
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], text=True, check=True, capture_output=True
+    )
+    exported = json.loads(out.stdout)
+    script = module_as_script(static_asset("client.js"), "client")
+    assert script in client_script()
+    core = script.rsplit("return { ", 1)[1].split(" };", 1)[0].split(", ")
+    assert sorted(core) == exported
+
+
+def test_module_as_script_refuses_what_a_script_cannot_run() -> None:
+    assert "const c = (() =>" in module_as_script("export function f() {}\n", "c")
+    for bad in ("import x from 'y';\nexport const a = 1;", "export default 1;", "const a = 1;"):
+        with pytest.raises(ValueError, match="client module"):
+            module_as_script(bad)
 
 
 # ---------------------------------------------------------------------------- .stream() rules
@@ -858,10 +896,10 @@ def test_page_loads_the_client(http_app: tuple[str, WebRTC, WebRTC]) -> None:
     assert entry["type"] == "html"
     assert entry["props"]["component_class_name"] == "WebRTC"
     assert entry["props"]["server_fns"] == ["ice_candidate", "offer", "rtc_config"]
-    assert entry["props"]["js_on_load"] == static_asset("webrtc.js")
+    assert entry["props"]["js_on_load"] == client_script()
     assert "webrtc-ref" in entry["props"]["html_template"]
     assert "<html" in page.lower()
-    for asset in ("webrtc.js", "webrtc.css", "webrtc.html"):
+    for asset in ("webrtc.js", "client.js", "webrtc.css", "webrtc.html"):
         assert "https://" not in static_asset(asset)
 
 

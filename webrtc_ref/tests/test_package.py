@@ -67,6 +67,31 @@ def test_demo_serves_page(name: str) -> None:
         assert b"<html" in response.read(4096).lower()
 
 
+def test_each_demo_page_says_what_it_does_and_what_to_try() -> None:
+    """Every demo's page shows its ``about`` lines; the ``all`` page lists every demo's."""
+    import json
+
+    def markdown_of(name: str) -> str:
+        with (
+            launched(build_demo(name)) as url,
+            urllib.request.urlopen(url + "/config", timeout=10) as response,
+        ):
+            config = json.loads(response.read())
+        return "\n".join(
+            str(c.get("props", {}).get("value", ""))
+            for c in config["components"]
+            if c.get("type") == "markdown"
+        )
+
+    abouts = {name: demo.about for name, demo in DEMOS.items() if name != "all"}
+    for name, about in abouts.items():
+        assert len(about) > 40 and about.count(".") <= 3, (name, about)
+        assert about in markdown_of(name), name
+    index = markdown_of("all")
+    for name, about in abouts.items():
+        assert index.count(about) == 2, name  # the overview and the demo's own tab
+
+
 def test_importing_the_package_writes_nothing_into_the_source_tree() -> None:
     """Gradio writes a .pyi stub beside each component class it sees defined; webrtc_ref
     switches that off, so its source tree may be read-only."""
