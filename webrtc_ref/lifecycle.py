@@ -145,6 +145,11 @@ async def shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
     servers = servers_on(loop)
     if servers:
         await asyncio.gather(*(server.shutdown() for server in servers), return_exceptions=True)
+    await run_loop_hooks(loop)
+
+
+async def run_loop_hooks(loop: asyncio.AbstractEventLoop) -> None:
+    """Run (once) the hooks of :func:`on_loop_shutdown` for ``loop``, on it."""
     with _lock:
         hooks = _loop_hooks.pop(loop, [])
     for hook in hooks:

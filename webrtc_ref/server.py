@@ -846,6 +846,9 @@ class StreamServer:
                     ", ".join(left),
                 )
         lifecycle.unregister(self)
+        loop = asyncio.get_running_loop()
+        if not lifecycle.servers_on(loop):
+            await lifecycle.run_loop_hooks(loop)  # e.g. an agent-check responder
 
     def release_handlers(self) -> None:
         """Last resort when the server's loop is gone (interpreter exit): stop every
