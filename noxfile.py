@@ -56,13 +56,15 @@ def _install(session: nox.Session, extras: str = "test") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (webrtc_ref, fixtures) with real aiortc peers on loopback
-    (and a loopback coturn for the TURN REST tests)."""
+    (and a loopback coturn for the TURN REST tests, a loopback HAProxy for the agent
+    check's)."""
     _apt_install(
         session,
         {
             "espeak-ng": "/usr/bin/espeak-ng",
             "chromium": CHROMIUM,
             "coturn": "/usr/bin/turnserver",
+            "haproxy": "/usr/sbin/haproxy",
         },
     )
     _install(session)

@@ -14,7 +14,9 @@ And an optional HAProxy agent-check responder (:func:`start_agent`): a TCP serve
 answers each connection with one line and closes it: ``ready N%`` (free slots as a
 percentage of the streams' concurrency limits: HAProxy scales the server's weight by it,
 so a full replica, ``ready 0%``, gets no new browsers while its sticky ones still reach
-it), ``drain`` while draining, ``maint`` while shutting down.
+it), ``drain`` while draining, ``maint`` while shutting down. :func:`start_agent` runs
+it on the streams' loop; :func:`start_agent_thread` on a thread of its own (for the main
+thread of a ``demo.launch()`` app).
 
 A *source* is a :class:`~webrtc_ref.server.StreamServer`, or anything with a
 ``stream_server`` attribute (a :class:`~webrtc_ref.component.WebRTC` component, read
@@ -25,9 +27,11 @@ as not ready). See docs/deployment.md.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -403,4 +407,101 @@ async def start_agent(
     await agent._start(host, port)
     lifecycle.on_loop_shutdown(asyncio.get_running_loop(), agent.close)
     log.info("agent-check responder on %s:%s", agent.host, agent.port)
+    return agent
+
+
+#: Seconds between two looks of an agent thread at whether its streams have shut down.
+_AGENT_WATCH_S = 0.5
+
+
+class AgentThread:
+    """An agent-check responder on a thread and event loop of its own (see
+    :func:`start_agent_thread`): ``.host``, ``.port``, ``close()`` from any thread."""
+
+    def __init__(self, named: Mapping[str, Source], max_clients: int) -> None:
+        self._named = dict(named)
+        self._max_clients = max_clients
+        self._loop = asyncio.new_event_loop()
+        self._agent: AgentResponder | None = None
+        self._stopped: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="webrtc-ref-agent", daemon=True)
+        self.host = ""
+        self.port = 0
+
+    def _start(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stopped = asyncio.Event()
+        agent = AgentResponder(self._named, self._max_clients)
+        try:
+            await agent._start(*self._address)
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._agent = agent
+        self.host, self.port = agent.host, agent.port
+        self._started.set()
+        try:
+            while not self._stopped.is_set():
+                if self._all_shut_down():
+                    log.info("agent-check responder: its streams shut down; closing")
+                    break
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), _AGENT_WATCH_S)
+        finally:
+            await agent.close()
+
+    def _all_shut_down(self) -> bool:
+        snapshot = _snapshot(self._named).values()
+        return bool(snapshot) and all(s is not None and s.shutting_down for s in snapshot)
+
+    @property
+    def serving(self) -> bool:
+        return self._thread.is_alive() and self._agent is not None and self._agent.serving
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the responder and join its thread (any thread but its own; idempotent)."""
+        stopped = self._stopped
+        if stopped is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(stopped.set)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+
+def start_agent_thread(
+    sources: Sequence[Source] | Mapping[str, Source],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    names: Sequence[str] | None = None,
+    max_clients: int = MAX_AGENT_CLIENTS,
+) -> AgentThread:
+    """:func:`start_agent` for a caller without the streams' loop (the main thread of a
+    ``demo.launch()`` app): the responder runs on a thread of its own (``stats()`` may be
+    read from any thread) and closes itself once every source's server has shut down,
+    at interpreter exit, or on ``close()``. Raises ``OSError`` if it cannot listen."""
+    if isinstance(max_clients, bool) or not isinstance(max_clients, int) or max_clients < 1:
+        raise ValueError(f"max_clients must be an int >= 1; got {max_clients!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int in [0, 65535]; got {port!r}")
+    agent = AgentThread(_named(sources, names), max_clients)
+    agent._start(host, port)
+    atexit.register(agent.close)
+    log.info("agent-check responder on %s:%s (own thread)", agent.host, agent.port)
     return agent

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import json
-from collections.abc import AsyncIterator
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -200,6 +205,25 @@ def test_the_routes_on_a_launched_gradio_app() -> None:
             assert http.get(f"{url}/ready").json()["streams"]["echo"]["state"] == "draining"
             # The page itself is still Gradio's.
             assert "<html" in http.get(f"{url}/").text.lower()
+            # The agent, from this (the main) thread, without Gradio's loop.
+            agent = metrics.start_agent_thread({"echo": webrtc})
+            try:
+                assert agent_line_sync(agent.port) == b"drain\n"
+                server.resume()
+                assert agent_line_sync(agent.port) == b"ready 100%\n"
+            finally:
+                agent.close()
+            assert not agent.serving
+            with pytest.raises(OSError):
+                agent_line_sync(agent.port)
+
+
+def agent_line_sync(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        data = b""
+        while chunk := client.recv(256):
+            data += chunk
+    return data
 
 
 # -- the HAProxy agent check ---------------------------------------------------------------
@@ -238,6 +262,21 @@ async def test_agent_reports_free_capacity_drain_and_maint(peers: Any) -> None:
         await agent.close()
 
 
+async def test_an_agent_thread_closes_when_its_streams_shut_down() -> None:
+    server = StreamServer(
+        mode="send-receive", modality="audio", handler=EchoHandler(), concurrency_limit=2
+    )
+    agent = metrics.start_agent_thread([server])
+    try:
+        assert await agent_line(agent.port) == b"ready 100%\n"
+        await server.shutdown()
+        await async_wait_until(lambda: not agent.serving, 10, "the agent thread to close")
+        with pytest.raises(OSError):
+            await agent_line(agent.port)
+    finally:
+        agent.close()
+
+
 def test_agent_reply_rules() -> None:
     def stats(connections: int, limit: int | None, **flags: bool) -> Stats:
         return Stats(
@@ -266,3 +305,141 @@ def test_agent_reply_rules() -> None:
     assert metrics.agent_reply([stats(0, 3), stats(0, None, draining=True)]) == "drain\n"
     assert metrics.agent_reply([stats(0, 3, shutting_down=True)]) == "maint\n"
     assert metrics.agent_reply([None]) == "drain\n"
+
+
+# -- a real HAProxy reading the agent --------------------------------------------------------
+
+#: What to install when HAProxy is missing (``nox -s tests`` does).
+HAPROXY_HINT = "haproxy is not installed: apt-get install -y haproxy (nox -s tests does)"
+
+
+def haproxy_stat(sock: Path) -> dict[str, dict[str, str]]:
+    """``show stat`` over HAProxy's admin socket: {server name: its CSV row}."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(5)
+        client.connect(str(sock))
+        client.sendall(b"show stat\n")
+        data = b""
+        while chunk := client.recv(65536):
+            data += chunk
+    lines = data.decode().lstrip("# ").splitlines()
+    rows = csv.DictReader(lines)
+    return {row["svname"]: row for row in rows if row.get("pxname") == "replicas"}
+
+
+@contextlib.contextmanager
+def haproxy(workdir: Path, replicas: dict[str, tuple[int, int]]) -> Iterator[tuple[str, Path]]:
+    """HAProxy on 127.0.0.1 in front of ``replicas`` ({name: (http port, agent port)}),
+    each checked by TCP and by its agent every 100 ms; yields its URL and admin socket."""
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(binary).exists():
+        raise RuntimeError(HAPROXY_HINT)
+    port = free_port()
+    sock = workdir / "admin.sock"
+    servers = "\n".join(
+        f"    server {name} 127.0.0.1:{http} check inter 100ms agent-check "
+        f"agent-port {agent} agent-inter 100ms weight 100"
+        for name, (http, agent) in replicas.items()
+    )
+    config = workdir / "haproxy.cfg"
+    config.write_text(
+        f"""global
+    stats socket {sock} mode 600 level admin
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend replicas
+backend replicas
+    balance roundrobin
+{servers}
+"""
+    )
+    log = (workdir / "haproxy.log").open("wb")
+    process = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log, stderr=log)
+    try:
+        wait_until(lambda: process.poll() is not None or sock.exists(), 10, "haproxy's socket")
+        assert process.poll() is None, (workdir / "haproxy.log").read_text()
+        yield f"http://127.0.0.1:{port}", sock
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.mark.slow
+async def test_haproxy_weighs_replicas_by_the_agent_and_drains_one(
+    tmp_path: Path, peers: Any
+) -> None:
+    """Two replicas behind a real HAProxy: the agent's ``ready 75%`` becomes weight 75,
+    ``drain`` puts the replica in DRAIN (no new requests but persistent ones) so new
+    requests go to the other one, and ``resume()`` brings it back."""
+    streams = {
+        name: StreamServer(
+            mode="send-receive", modality="audio", handler=EchoHandler(), concurrency_limit=4
+        )
+        for name in ("r1", "r2")
+    }
+    apps: dict[str, FastAPI] = {}
+    for name, server in streams.items():
+        app = FastAPI()
+        metrics.mount(app, [server])
+
+        async def who(name: str = name) -> dict[str, str]:
+            return {"replica": name}
+
+        app.add_api_route("/who", who, methods=["GET"])
+        apps[name] = app
+    agents = {name: await metrics.start_agent([s]) for name, s in streams.items()}
+    try:
+        async with (
+            serving(apps["r1"]) as url1,
+            serving(apps["r2"]) as url2,
+            httpx.AsyncClient(timeout=20) as http,
+        ):
+            ports = {
+                "r1": (int(url1.rsplit(":", 1)[1]), agents["r1"].port),
+                "r2": (int(url2.rsplit(":", 1)[1]), agents["r2"].port),
+            }
+            with haproxy(tmp_path, ports) as (front, sock):
+                last: dict[str, dict[str, str]] = {}
+
+                async def state_is(name: str, status: str, weight: str) -> bool:
+                    row = last[name] = (await asyncio.to_thread(haproxy_stat, sock)).get(name, {})
+                    # HAProxy says "DRAIN (agent)" when the agent asked for it
+                    return (
+                        row.get("status", "").split(" ")[0] == status
+                        and row.get("weight") == weight
+                    )
+
+                await async_wait_until(lambda: state_is("r1", "UP", "100"), 20, "r1 UP 100")
+                peer = peers(send=ToneAudioTrack(440.0))
+                assert (await peer.connect(streams["r1"].offer))["type"] == "answer"
+                await async_wait_until(lambda: state_is("r1", "UP", "75"), 20, "r1 weight 75")
+
+                drain = streams["r1"].drain()
+                await async_wait_until(
+                    lambda: state_is("r1", "DRAIN", "75"), 20, f"r1 DRAIN ({last})"
+                )
+                assert await state_is("r2", "UP", "100")
+                seen = [(await http.get(f"{front}/who")).json()["replica"] for _ in range(12)]
+                assert seen == ["r2"] * 12, seen
+
+                streams["r1"].resume()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drain
+                await async_wait_until(lambda: state_is("r1", "UP", "75"), 20, "r1 back")
+                seen = [(await http.get(f"{front}/who")).json()["replica"] for _ in range(12)]
+                assert "r1" in seen and "r2" in seen, seen
+    finally:
+        for agent in agents.values():
+            await agent.close()
+        for server in streams.values():
+            await server.shutdown()
