@@ -218,6 +218,52 @@ def test_the_routes_on_a_launched_gradio_app() -> None:
                 agent_line_sync(agent.port)
 
 
+async def test_the_routes_beside_a_gradio_app_mounted_on_fastapi(peers: Any) -> None:
+    """The other documented way: the routes on a FastAPI app that ``gr.mount_gradio_app``
+    serves the Gradio app from; a session offered through Gradio's route is counted."""
+    with gr.Blocks() as demo:
+        webrtc = WebRTC(mode="send-receive", modality="audio")
+        webrtc.stream(EchoHandler(), inputs=[webrtc], outputs=[webrtc], concurrency_limit=1)
+    app = FastAPI()
+    metrics.mount(app, {"echo": webrtc})
+    app = gr.mount_gradio_app(app, demo, path="/")
+    async with serving(app) as url, httpx.AsyncClient(timeout=20) as http:
+        assert (await http.get(f"{url}/ready")).status_code == 200
+        config = (await http.get(f"{url}/config")).json()
+        component = next(
+            c["id"]
+            for c in config["components"]
+            if c.get("props", {}).get("component_class_name") == "WebRTC"
+        )
+        peer = peers(send=ToneAudioTrack(440.0))
+
+        async def signal_(body: dict[str, str]) -> dict[str, Any]:
+            response = await http.post(
+                f"{url}/gradio_api/component_server/",
+                json={
+                    "fn_name": "offer",
+                    "component_id": component,
+                    "session_hash": "s1",
+                    "data": body,
+                },
+            )
+            assert response.status_code == 200, response.text
+            return response.json()  # type: ignore[no-any-return]
+
+        assert (await peer.connect(signal_))["type"] == "answer"
+        await peer.wait_connected()
+        got = samples((await http.get(f"{url}/metrics")).text)
+        assert got[(f"{metrics.PREFIX}_connected_connections", "echo")] == 1
+        ready = await http.get(f"{url}/ready")
+        assert ready.status_code == 503 and ready.json()["streams"]["echo"]["state"] == "full"
+        assert "<html" in (await http.get(f"{url}/")).text.lower()
+        peer.send(json.dumps({"type": "stop"}))
+        server = webrtc.stream_server
+        assert server is not None
+        await async_wait_until(lambda: server.stats().connections == 0, 10, "the slot freed")
+        assert (await http.get(f"{url}/ready")).status_code == 200
+
+
 def agent_line_sync(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
         data = b""
