@@ -377,6 +377,7 @@ class StreamServer:
         #: set on the loop whenever a connection ends (wakes a waiting drain)
         self._ended: asyncio.Event | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self._drain_task_for: concurrent.futures.Future[None] | None = None
         self._closed_total = 0
         #: worker threads of closed connections that were left in user code
         self._stuck: list[Any] = []
@@ -779,8 +780,11 @@ class StreamServer:
         """On the loop: one task waits for the connections of the running drain."""
         if future.done():
             return
-        if self._drain_task is None or self._drain_task.done():
+        task = self._drain_task
+        if task is None or task.done() or self._drain_task_for is not future:
+            # (a task of a drain that resume() ended may still be finishing)
             self._drain_task = asyncio.ensure_future(self._run_drain(future))
+            self._drain_task_for = future
         elif self._ended is not None:
             self._ended.set()  # a new deadline: look again now
 

@@ -194,6 +194,17 @@ async def test_resume_cancels_a_waiting_drain_and_closes_nothing(servers: Any, p
     assert not server.draining and server.stats().accepting
     await echoes(peer, 440.0)
     assert end_reasons(peer) == []
+    # Drain, resume and drain again at once: the new drain has a waiter of its own.
+    server.drain(deadline=30)
+    await async_wait_until(
+        lambda: server._drain_task is not None and not server._drain_task.done(),
+        5,
+        "the drain's task to run",
+    )
+    server.resume()
+    again = server.drain(deadline=0.3)
+    await asyncio.wait_for(again, 10 * TIMEOUT_SCALE)
+    assert end_reasons(peer) == ["server_draining"]
 
 
 async def test_drain_without_connections_and_bad_deadlines(servers: Any) -> None:
