@@ -64,7 +64,8 @@ def _install(session: nox.Session, extras: str = "test") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (webrtc_ref, fixtures) with real aiortc peers on loopback
-    (and a loopback coturn for the TURN REST tests; node for the browser client's checks)."""
+    (and a loopback coturn for the TURN REST tests, a loopback HAProxy for the agent
+    check's; node for the browser client's checks)."""
     _apt_install(
         session,
         {
@@ -74,6 +75,7 @@ def tests(session: nox.Session) -> None:
             # node compiles the browser client (static/client.js as a module, the
             # component's js_on_load script) in test_component
             "nodejs": "/usr/bin/node",
+            "haproxy": "/usr/sbin/haproxy",
         },
     )
     _install(session)

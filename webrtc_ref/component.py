@@ -17,6 +17,7 @@ handled by the :class:`webrtc_ref.server.StreamServer` that :meth:`WebRTC.stream
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -698,6 +699,32 @@ class WebRTC(gr.HTML):
         (or no stream yet). See :meth:`StreamServer.close`."""
         stream_server = self.stream_server
         return stream_server.close(webrtc_id, message) if stream_server is not None else False
+
+    def drain(self, deadline: float | None = None) -> asyncio.Future[None]:
+        """Stop taking new streams on this component now; ``await`` the result to wait
+        until its live ones have ended.
+
+        New offers get the failure reply ``server_draining`` (its message, shown by the
+        browser, asks to try again); live connections run on to their end, and after
+        ``deadline`` seconds (``None``: no deadline) those still open get ``end_stream``
+        with reason ``server_draining`` and are closed. The component keeps refusing
+        offers afterwards, until :meth:`resume`. Needs a running event loop (an async
+        event handler has one); before :meth:`stream` the future is done at once. See
+        :meth:`webrtc_ref.server.StreamServer.drain` (and ``start_drain`` for threads).
+        """
+        stream_server = self.stream_server
+        if stream_server is not None:
+            return stream_server.drain(deadline)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def resume(self) -> None:
+        """Take new streams again after :meth:`drain` (any thread; a waiting drain is
+        cancelled)."""
+        stream_server = self.stream_server
+        if stream_server is not None:
+            stream_server.resume()
 
     # -- signalling -----------------------------------------------------------------
     @server

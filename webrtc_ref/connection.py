@@ -66,6 +66,7 @@ CLOSE_REASONS = (
     "invalid_offer",
     "handler_closed",
     "server_closed",
+    "server_draining",
 )
 
 

@@ -11,8 +11,14 @@ server's ``shutdown_timeout``:
   wrapped (once per server) so that the connections served on its loop close first,
   while the loop still runs and the browsers can still be told;
 - **SIGTERM**: if the process has no handler of its own for it when a stream is set up
-  (in the main thread), SIGTERM is turned into ``KeyboardInterrupt``, exactly like
-  Ctrl-C, so the path above runs;
+  (in the main thread), the first SIGTERM *drains* every stream server of the process
+  (:meth:`~webrtc_ref.server.StreamServer.start_drain`: new offers get
+  ``server_draining``, live connections go on) for up to the drain grace
+  (:func:`drain_grace`: ``WEBRTC_REF_DRAIN_GRACE`` seconds, default
+  :data:`DEFAULT_DRAIN_GRACE`; :func:`set_drain_grace`), or until no connection is left
+  if that comes first, and is then turned into ``KeyboardInterrupt``, exactly like Ctrl-C,
+  so the path above runs and closes what is left with ``server_shutdown``. A second
+  SIGTERM during the grace, or a grace of 0, stops at once; Ctrl-C (SIGINT) never drains;
 - **interpreter exit** (``atexit``): connections still open (an app launched with
   ``prevent_thread_lock=True`` whose script ends) are closed on their loop if it still
   runs; otherwise their handlers are shut down directly.
@@ -24,6 +30,8 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
+import math
+import os
 import signal
 import threading
 import weakref
@@ -41,6 +49,75 @@ _servers: weakref.WeakKeyDictionary[StreamServer, asyncio.AbstractEventLoop] = (
 )
 _atexit_registered = False
 _wrapped_uvicorn: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Every stream server of the process, served yet or not (SIGTERM drains them all).
+_every_server: weakref.WeakSet[StreamServer] = weakref.WeakSet()
+#: Coroutine functions run on a loop when it shuts down (after its servers), by loop.
+_loop_hooks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+#: Seconds the first SIGTERM lets live connections run on before the process stops.
+DEFAULT_DRAIN_GRACE = 2.0
+#: The environment variable that sets the drain grace (seconds, >= 0).
+DRAIN_GRACE_ENV = "WEBRTC_REF_DRAIN_GRACE"
+_drain_grace: float | None = None
+#: SIGTERM's progress: "idle", "draining" (the first one drains), "stop_requested" (the
+#: drain is over; the signal to stop is on its way), "stopping" (KeyboardInterrupt raised;
+#: later SIGTERMs are ignored so they cannot interrupt the shutdown itself).
+_term_state = "idle"
+_term_lock = threading.Lock()
+
+
+def _check_grace(value: object, source: str) -> float:
+    try:
+        grace = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        grace = math.nan
+    if isinstance(value, bool) or not math.isfinite(grace) or grace < 0:
+        raise ValueError(f"{source} must be a number of seconds >= 0; got {value!r}")
+    return grace
+
+
+def set_drain_grace(seconds: float | None) -> None:
+    """Set the SIGTERM drain grace in seconds (``None``: back to the environment
+    variable or the default). Raises ``ValueError`` for a negative or non-number value."""
+    global _drain_grace
+    _drain_grace = None if seconds is None else _check_grace(seconds, "the drain grace")
+
+
+def drain_grace() -> float:
+    """Seconds the first SIGTERM drains before the process stops: :func:`set_drain_grace`'s
+    value, else ``$WEBRTC_REF_DRAIN_GRACE``, else :data:`DEFAULT_DRAIN_GRACE`. A malformed
+    environment value raises ``ValueError`` naming the variable."""
+    if _drain_grace is not None:
+        return _drain_grace
+    raw = os.environ.get(DRAIN_GRACE_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_DRAIN_GRACE
+    return _check_grace(raw.strip(), DRAIN_GRACE_ENV)
+
+
+def track(server: StreamServer) -> None:
+    """``server`` exists (any thread): SIGTERM drains it even before its first offer."""
+    with _lock:
+        _every_server.add(server)
+
+
+def every_server() -> list[StreamServer]:
+    with _lock:
+        return list(_every_server)
+
+
+def on_loop_shutdown(loop: asyncio.AbstractEventLoop, hook: Any) -> None:
+    """Run ``await hook()`` on ``loop`` when its servers shut down (after them)."""
+    with _lock:
+        _loop_hooks.setdefault(loop, []).append(hook)
+
+
+def drain_all(deadline: float | None = None) -> list[concurrent.futures.Future[None]]:
+    """Start draining every stream server of the process (any thread); the futures
+    complete as each has no connection left."""
+    return [server.start_drain(deadline) for server in every_server()]
 
 
 def register(server: StreamServer, loop: asyncio.AbstractEventLoop) -> None:
@@ -68,6 +145,18 @@ async def shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
     servers = servers_on(loop)
     if servers:
         await asyncio.gather(*(server.shutdown() for server in servers), return_exceptions=True)
+    await run_loop_hooks(loop)
+
+
+async def run_loop_hooks(loop: asyncio.AbstractEventLoop) -> None:
+    """Run (once) the hooks of :func:`on_loop_shutdown` for ``loop``, on it."""
+    with _lock:
+        hooks = _loop_hooks.pop(loop, [])
+    for hook in hooks:
+        try:
+            await hook()
+        except Exception:
+            log.exception("a shutdown hook failed")
 
 
 def watch_uvicorn(uvicorn_server: Any) -> None:
@@ -95,7 +184,7 @@ def watch_uvicorn(uvicorn_server: Any) -> None:
 
 
 def install_signal_handlers() -> None:
-    """Make SIGTERM behave like Ctrl-C, unless the process already handles it.
+    """Make SIGTERM drain, then behave like Ctrl-C, unless the process already handles it.
 
     Only from the main thread (Python allows signal handlers nowhere else); idempotent.
     """
@@ -104,12 +193,48 @@ def install_signal_handlers() -> None:
     sigterm = getattr(signal, "SIGTERM", None)
     if sigterm is None or signal.getsignal(sigterm) is not signal.SIG_DFL:
         return
-    signal.signal(sigterm, _sigterm_as_interrupt)
+    signal.signal(sigterm, _on_sigterm)
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    log.info("SIGTERM: closing the streams and stopping, as for Ctrl-C")
-    raise KeyboardInterrupt
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _term_state
+    with _term_lock:
+        state = _term_state
+        if state == "stopping":
+            log.info("SIGTERM: already stopping")
+            return
+        try:
+            grace = drain_grace()
+        except ValueError as exc:
+            log.error("SIGTERM: %s; stopping without a drain", exc)
+            grace = 0.0
+        stopping = state != "idle" or grace <= 0
+        _term_state = "stopping" if stopping else "draining"
+    if stopping:
+        log.info("SIGTERM: closing the streams and stopping, as for Ctrl-C")
+        raise KeyboardInterrupt
+    futures = drain_all()
+    log.info(
+        "SIGTERM: draining (new streams are refused) for up to %g s, then stopping; "
+        "a second SIGTERM stops at once",
+        grace,
+    )
+    threading.Thread(
+        target=_stop_after_drain, args=(futures, grace), name="webrtc-ref-drain", daemon=True
+    ).start()
+
+
+def _stop_after_drain(futures: list[concurrent.futures.Future[None]], grace: float) -> None:
+    """The drain's end (every connection gone, or the grace over) stops the process the
+    way a second SIGTERM does: the main thread gets ``KeyboardInterrupt``."""
+    global _term_state
+    concurrent.futures.wait(futures, timeout=grace)
+    with _term_lock:
+        if _term_state != "draining":
+            return  # a second signal stopped it already
+        _term_state = "stop_requested"
+    log.info("SIGTERM drain over: stopping")
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _at_exit() -> None:

@@ -16,6 +16,10 @@ The Gradio component owns one StreamServer per ``.stream()`` call and forwards t
 - ``await shutdown()``: close every connection (``end_stream`` ``server_shutdown``)
   within ``shutdown_timeout`` and refuse later offers (``server_shutdown``). Wired to the
   app's lifecycle by :mod:`webrtc_ref.lifecycle`.
+- ``drain(deadline)``: refuse new offers (``server_draining``) while the live
+  connections run on to their end; at ``deadline`` seconds the rest are closed
+  (``end_stream`` ``server_draining``). ``start_drain`` does the same from any thread;
+  ``resume()`` accepts offers again.
 - ``stats()``: what the server holds right now (:class:`Stats`).
 
 A connection belongs to the session that offered it: ``set_input``,
@@ -27,7 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +64,7 @@ from webrtc_ref.signaling import (
     MODALITIES,
     MODES,
     MODES_OF,
+    SERVER_DRAINING,
     SERVER_SHUTDOWN,
     UNKNOWN_CONNECTION,
     Modality,
@@ -84,6 +92,20 @@ MAX_LEFTOVERS = 1024
 #: Seconds :meth:`StreamServer.shutdown` may take by default.
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
+#: What a browser is told when its offer arrives while the server drains.
+DRAINING_MESSAGE = (
+    "This server is about to restart and takes no new streams. Please try again in a "
+    "moment (a reload may reach another server)."
+)
+#: What a live connection is told when the drain deadline ends it.
+DRAIN_DEADLINE_MESSAGE = (
+    "This server is restarting: the stream was ended at the end of its drain period. "
+    "Press Start again to continue (a reload may reach another server)."
+)
+#: Seconds between two checks of a draining server for connections that ended (a
+#: safety net: the end of a connection wakes the drain at once).
+_DRAIN_RECHECK_S = 0.5
+
 
 @dataclass(frozen=True)
 class Stats:
@@ -108,6 +130,9 @@ class Stats:
         shutting_down: :meth:`StreamServer.shutdown` has begun.
         jitter: the adaptive inbound jitter buffer's counters per live connection (by log
             tag; ``jitter_buffer="adaptive"`` only, empty otherwise).
+        draining: :meth:`StreamServer.drain` has begun (and :meth:`StreamServer.resume`
+            was not called since): new offers get ``server_draining``.
+        concurrency_limit: the server's ``concurrency_limit`` (``None``: unlimited).
     """
 
     connections: int
@@ -126,6 +151,18 @@ class Stats:
     audio_frames_queued: int
     shutting_down: bool
     jitter: dict[str, JitterStats] = field(default_factory=dict)
+    draining: bool = False
+    concurrency_limit: int | None = None
+
+    @property
+    def accepting(self) -> bool:
+        """Whether a new offer would be admitted now (not draining, not shutting down,
+        a free slot)."""
+        return (
+            not self.draining
+            and not self.shutting_down
+            and (self.concurrency_limit is None or self.connections < self.concurrency_limit)
+        )
 
 
 @dataclass(frozen=True)
@@ -172,6 +209,30 @@ def check_output_buffer_s(value: object) -> None:
             f"output_buffer_s must be a number of seconds in (0, {MAX_OUTPUT_BUFFER_S:g}]; "
             f"got {value!r}"
         )
+
+
+def _loop_future(source: concurrent.futures.Future[None]) -> asyncio.Future[None]:
+    """A future of the running loop that settles as ``source`` does; cancelling it leaves
+    ``source`` alone (several callers may wait for one drain)."""
+    loop = asyncio.get_running_loop()
+    out: asyncio.Future[None] = loop.create_future()
+
+    def settle() -> None:
+        if out.done():
+            return
+        if source.cancelled():
+            out.cancel()
+        elif (exc := source.exception()) is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(None)
+
+    def done(_: concurrent.futures.Future[None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the waiting loop is gone
+            loop.call_soon_threadsafe(settle)
+
+    source.add_done_callback(done)
+    return out
 
 
 def _check_positive(name: str, value: object, *, allow_none: bool) -> None:
@@ -309,9 +370,18 @@ class StreamServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._prune_timer: asyncio.TimerHandle | None = None
         self._shutting_down = False
+        self._draining = False
+        self._drain_lock = threading.Lock()
+        self._drain_at: float | None = None
+        self._drain_future: concurrent.futures.Future[None] | None = None
+        #: set on the loop whenever a connection ends (wakes a waiting drain)
+        self._ended: asyncio.Event | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self._drain_task_for: concurrent.futures.Future[None] | None = None
         self._closed_total = 0
         #: worker threads of closed connections that were left in user code
         self._stuck: list[Any] = []
+        lifecycle.track(self)
 
     @property
     def concurrency_limit(self) -> int | None:
@@ -329,6 +399,8 @@ class StreamServer:
         self._serving_on(asyncio.get_running_loop())
         if self._shutting_down:
             return failure(SERVER_SHUTDOWN, "The server is shutting down; try again in a moment.")
+        if self._draining:
+            return failure(SERVER_DRAINING, DRAINING_MESSAGE)
         try:
             offer = parse_offer(
                 body,
@@ -504,6 +576,7 @@ class StreamServer:
         in the background, without a goodbye."""
         connection = holder[0] if holder else None
         self._registry.release(webrtc_id, connection)
+        self._wake_drain()
         if connection is not None:
             self._spawn(connection.close(reason, notify=False))
 
@@ -518,11 +591,18 @@ class StreamServer:
     def _serving_on(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is None:
             self._loop = loop
+            self._ended = asyncio.Event()
             lifecycle.register(self, loop)
+
+    def _wake_drain(self) -> None:
+        """A slot was freed (on the loop): a waiting drain looks again."""
+        if self._ended is not None:
+            self._ended.set()
 
     def _release(self, connection: Connection) -> None:
         self._registry.release(connection.webrtc_id, connection)
         self._closed_total += 1
+        self._wake_drain()
         self._stuck = [t for t in (*self._stuck, *connection.runner.stuck) if t.is_alive()]
         now = time.monotonic()
         with self._leftovers_lock:
@@ -675,6 +755,145 @@ class StreamServer:
                 return False
         return True
 
+    @property
+    def draining(self) -> bool:
+        """Whether new offers are refused with ``server_draining`` (see :meth:`drain`)."""
+        return self._draining
+
+    def drain(self, deadline: float | None = None) -> asyncio.Future[None]:
+        """Stop taking new streams now; the returned future completes when the live ones
+        have ended (``await server.drain()``).
+
+        From the moment this returns every offer gets the failure reply
+        ``server_draining`` (its message asks the user to try again; a load balancer
+        sends the retry elsewhere). Live connections, and offers already being answered,
+        run on to their own end (time limit, the browser's Stop, the handler finishing).
+        ``deadline``: seconds from now after which the connections still open are closed
+        with ``end_stream`` reason ``server_draining`` and a message saying the server is
+        restarting (each within ``shutdown_timeout``); ``None`` waits as long as they
+        last. The server stays draining afterwards (offers are still refused) until
+        :meth:`resume`; stopping the process is the caller's business (the SIGTERM
+        handler of :mod:`webrtc_ref.lifecycle` drains, then stops).
+
+        Call it with a running loop (any loop; from a thread without one use
+        :meth:`start_drain`). Calling it again while a drain runs joins that drain; a
+        ``deadline`` earlier than the running one brings the end forward (a later one is
+        ignored). Raises ``ValueError`` for a negative or non-number deadline.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "StreamServer.drain() needs a running event loop; from a thread without "
+                "one call start_drain(), which returns a concurrent.futures.Future"
+            ) from None
+        return _loop_future(self.start_drain(deadline))
+
+    def start_drain(self, deadline: float | None = None) -> concurrent.futures.Future[None]:
+        """:meth:`drain` from any thread, without waiting: offers are refused from the
+        moment this returns. The future completes when no connection is left (at once
+        if the server never served), and is cancelled by :meth:`resume`."""
+        if deadline is not None and (
+            isinstance(deadline, bool)
+            or not isinstance(deadline, int | float)
+            or not math.isfinite(deadline)
+            or deadline < 0
+        ):
+            raise ValueError(f"deadline must be a number of seconds >= 0 or None; got {deadline!r}")
+        at = None if deadline is None else time.monotonic() + float(deadline)
+        with self._drain_lock:
+            self._draining = True
+            future = self._drain_future
+            if future is None or future.done():
+                future = self._drain_future = concurrent.futures.Future()
+                self._drain_at = at
+            elif at is not None and (self._drain_at is None or at < self._drain_at):
+                self._drain_at = at
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._finish_drain(future)
+            return future
+        log.info(
+            "draining: new offers are refused%s; %d connection(s) live",
+            "" if deadline is None else f", the live ones are closed in {deadline:g} s",
+            len(self._registry),
+        )
+        try:
+            loop.call_soon_threadsafe(self._ensure_drain_task, future)
+        except RuntimeError:  # the loop is gone: nothing can be live on it
+            self._finish_drain(future)
+        return future
+
+    def resume(self) -> None:
+        """Take new offers again after :meth:`drain` (any thread). A drain still waiting
+        stops waiting: its awaitable is cancelled; nothing is closed."""
+        with self._drain_lock:
+            self._draining = False
+            self._drain_at = None
+            future, self._drain_future = self._drain_future, None
+        if future is not None:
+            future.cancel()
+        task = self._drain_task
+        if task is not None and self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(task.cancel)
+        log.info("drain ended: new offers are taken again")
+
+    def _finish_drain(self, future: concurrent.futures.Future[None]) -> None:
+        if not future.done():
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                future.set_result(None)
+
+    def _ensure_drain_task(self, future: concurrent.futures.Future[None]) -> None:
+        """On the loop: one task waits for the connections of the running drain."""
+        if future.done():
+            return
+        task = self._drain_task
+        if task is None or task.done() or self._drain_task_for is not future:
+            # (a task of a drain that resume() ended may still be finishing)
+            self._drain_task = asyncio.ensure_future(self._run_drain(future))
+            self._drain_task_for = future
+        elif self._ended is not None:
+            self._ended.set()  # a new deadline: look again now
+
+    async def _run_drain(self, future: concurrent.futures.Future[None]) -> None:
+        assert self._ended is not None
+        while len(self._registry) and not future.done():
+            at = self._drain_at
+            remaining = None if at is None else at - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                await self._close_at_drain_deadline()
+                break
+            self._ended.clear()
+            if not len(self._registry):
+                break
+            wait = _DRAIN_RECHECK_S if remaining is None else min(remaining, _DRAIN_RECHECK_S)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), wait)
+        if not future.done():
+            log.info("drained: %d connection(s) left", len(self._registry))
+            self._finish_drain(future)
+
+    async def _close_at_drain_deadline(self) -> None:
+        connections = self._registry.values()
+        if not connections:
+            return
+        log.info("drain deadline: closing %d connection(s)", len(connections))
+        closing = asyncio.gather(
+            *(c.close("server_draining", DRAIN_DEADLINE_MESSAGE) for c in connections),
+            return_exceptions=True,
+        )
+        try:
+            await asyncio.wait_for(closing, self.shutdown_timeout)
+        except asyncio.TimeoutError:
+            left = [c.tag for c in self._registry.values()]
+            log.warning(
+                "drain deadline: %d connection(s) did not close within %.1f s: %s",
+                len(left),
+                self.shutdown_timeout,
+                ", ".join(left),
+            )
+
     async def shutdown(self) -> None:
         """Close every connection (reason ``server_shutdown``) within ``shutdown_timeout``
         seconds, and refuse offers from now on. Run on the server's loop; idempotent."""
@@ -699,6 +918,9 @@ class StreamServer:
                     ", ".join(left),
                 )
         lifecycle.unregister(self)
+        loop = asyncio.get_running_loop()
+        if not lifecycle.servers_on(loop):
+            await lifecycle.run_loop_hooks(loop)  # e.g. an agent-check responder
 
     def release_handlers(self) -> None:
         """Last resort when the server's loop is gone (interpreter exit): stop every
@@ -736,4 +958,6 @@ class StreamServer:
             jitter={
                 c.tag: c.jitter_buffer.stats() for c in connections if c.jitter_buffer is not None
             },
+            draining=self._draining,
+            concurrency_limit=self._registry.limit,
         )

@@ -51,6 +51,7 @@ OFFER_TOO_LARGE = "offer_too_large"
 TOO_MANY_PENDING_OFFERS = "too_many_pending_offers"
 INTERNAL_ERROR = "internal_error"
 SERVER_SHUTDOWN = "server_shutdown"
+SERVER_DRAINING = "server_draining"
 INVALID_CANDIDATE = "invalid_candidate"
 UNKNOWN_CONNECTION = "unknown_connection"
 # Codes of the rtc_config server function (per-connection ICE configuration).
@@ -69,6 +70,7 @@ ERROR_CODES: tuple[str, ...] = (
     TOO_MANY_PENDING_OFFERS,
     INTERNAL_ERROR,
     SERVER_SHUTDOWN,
+    SERVER_DRAINING,
     INVALID_CANDIDATE,
     UNKNOWN_CONNECTION,
     RTC_CONFIGURATION_FAILED,

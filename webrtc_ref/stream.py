@@ -474,7 +474,9 @@ class Stream:
         )
 
     # -- the routes -------------------------------------------------------------------
-    def mount(self, app: FastAPI, path: str = "", *, require_token: bool = True) -> None:
+    def mount(
+        self, app: FastAPI, path: str = "", *, require_token: bool = True, metrics: bool = False
+    ) -> None:
         """Add this stream's routes to ``app`` under ``path`` (see the module docstring
         and docs/stream.md), and close its connections when the app's lifespan ends.
 
@@ -482,6 +484,8 @@ class Stream:
         offered through these routes with its ``webrtc_id`` alone (fastrtc's clients know
         no token); anyone who learns a connection's id can then feed its inputs and read
         its outputs. Connections of the Gradio UI are never reachable through them.
+        ``metrics=True`` also adds ``GET {path}/metrics`` and ``GET {path}/ready``
+        (:mod:`webrtc_ref.metrics`).
         """
         from fastapi import FastAPI
 
@@ -515,6 +519,12 @@ class Stream:
         app.add_api_websocket_route(
             f"{path}/websocket/offer", websocket_route(self.server, OWNER_PREFIX)
         )
+        if metrics:
+            from webrtc_ref import metrics as load_reporting
+
+            load_reporting.mount(
+                app, [self.server], metrics_path=f"{path}/metrics", ready_path=f"{path}/ready"
+            )
         original = app.router.lifespan_context
         server = self.server
 

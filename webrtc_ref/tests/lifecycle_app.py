@@ -154,6 +154,7 @@ def probe(server: Any) -> dict[str, Any]:
         "leftovers": stats.leftover_connections,
         "stuck_workers": stats.stuck_workers,
         "closed_total": stats.closed_total,
+        "draining": stats.draining,
         "os_thread_names": names,
         "python_threads": sorted(t.name for t in threading.enumerate()),
     }
