@@ -565,6 +565,15 @@ def _ratio_column(results: dict[str, Any], figure: str, title: str, key: str) ->
     return _Column(_vs(results, title), lambda e: _ratio(e.get(key), base))
 
 
+def _run_medians(entry: Entry) -> str:
+    """The sessions' median skews, lowest–highest (one session: its median)."""
+    values = _numbers(entry.get("skew_p50_runs_s"))
+    if not values:
+        return "n/a"
+    low, high = min(values), max(values)
+    return _signed_ms(low) if len(values) == 1 else f"{_signed_ms(low)}–{_signed_ms(high)}"
+
+
 def _section_av_echo(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
     lines = [
         "## Audio-video echo",
@@ -580,7 +589,8 @@ def _section_av_echo(results: dict[str, Any], png_names: dict[str, str]) -> list
         "client's encoder to the echo's first RTP packet back, before the client's buffers. "
         "Positive: audio leaves later than the video it came with (ITU-R BT.1359 finds audio "
         "ahead by 45 ms or behind by 125 ms noticeable); the target is |skew| p95 ≤ "
-        f"{_ms(AV_SKEW_TARGET_S)}. *n*: markers, frames or skew samples, pooled over the runs.",
+        f"{_ms(AV_SKEW_TARGET_S)}. *n*: markers, frames or skew samples, pooled over the runs; "
+        "*run medians*: the lowest and highest of the sessions' own median skews.",
         "",
     ]
     missing = _missing(results, "av_echo")
@@ -626,6 +636,7 @@ def _section_av_echo(results: dict[str, Any], png_names: dict[str, str]) -> list
             _Column("Skew IQR", lambda e: _iqr_ms(_stats(e, "skew", "skew_s"))),
             _Column("Skew min–max", lambda e: _minmax_ms(_stats(e, "skew", "skew_s"))),
             _Column(r"\|Skew\| p95", lambda e: _ms(e.get("abs_skew_p95_s"))),
+            _Column("Run medians", _run_medians),
             _Column("Audio transit median", lambda e: _ms(e.get("audio_transit_p50_s"))),
             _Column("Video transit median", lambda e: _ms(e.get("video_transit_p50_s"))),
         ],

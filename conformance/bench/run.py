@@ -954,8 +954,9 @@ def summarize_av(sessions: Sequence[dict[str, Any]], runs: int) -> dict[str, Any
 
     Every summary is a :func:`~conformance.bench.stats.spread` of pooled samples (its ``n``
     is what the figure rests on); ``skew_p5_s`` / ``skew_p95_s`` bound the signed skew,
-    ``abs_skew_p95_s`` is the p95 of ``|skew|`` (the sync target's figure). ``series``:
-    each session's ``[seconds since its window started, skew]``.
+    ``abs_skew_p95_s`` is the p95 of ``|skew|`` (the sync target's figure);
+    ``skew_p50_runs_s``: each session's median skew (sessions may settle differently).
+    ``series``: each session's ``[seconds since its window started, skew]``.
     """
 
     def pooled(key: str) -> list[float]:
@@ -999,6 +1000,9 @@ def summarize_av(sessions: Sequence[dict[str, Any]], runs: int) -> dict[str, Any
         "skew_p95_s": pct(skew, 95),
         "abs_skew": spread(absolute),
         "abs_skew_p95_s": pct(absolute, 95),
+        "skew_p50_runs_s": [
+            m for m in (median([p[1] for p in pts]) for pts in series) if m is not None
+        ],
         "series": series,
     }
 

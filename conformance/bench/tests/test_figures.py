@@ -242,6 +242,7 @@ def test_av_echo_pools_sessions_and_keeps_the_sign_of_the_skew() -> None:
     assert out["audio_rt"]["n"] == 16 and out["video_rt"]["n"] == 4
     assert out["fps_runs"] == [30.0] and out["fps"] == 30.0  # a session without fps is left out
     assert [len(s) for s in out["series"]] == [3, 1] and out["series"][1] == [[0.0, -0.05]]
+    assert out["skew_p50_runs_s"] == [0.01, -0.05]  # each session's own median
     empty = run.summarize_av([], runs=2)
     assert empty["skew"]["n"] == 0 and empty["abs_skew_p95_s"] is None
     assert empty["coverage"] is None and empty["series"] == []

@@ -520,15 +520,15 @@ def test_av_echo_tables_per_track_and_skew_with_ratios() -> None:
     # signed skew percentiles, |skew| p95 and its ratio; server transits beside
     assert (
         "| Implementation | n | Skew median | Skew p5 | Skew p95 | Skew IQR | Skew min–max "
-        "| \\|Skew\\| p95 | Audio transit median | Video transit median "
+        "| \\|Skew\\| p95 | Run medians | Audio transit median | Video transit median "
         "| \\|Skew\\| p95 vs webrtc_ref |"
     ) in section
     assert (
         "| webrtc_ref | 4 | +15 ms | -7.0 ms | +28 ms | 5.0 ms–22 ms | -10 ms–30 ms | 28 ms "
-        "| 35 ms | 25 ms | 1.00× |"
+        "| +15 ms | 35 ms | 25 ms | 1.00× |"
     ) in section
     assert "| aiortc (bare, floor) | 4 | +12 ms | +5.8 ms | +19 ms |" in section
-    assert "| 8.8 ms–16 ms | 5.0 ms–20 ms | 19 ms | 35 ms | 25 ms | 0.68× |" in section
+    assert "| 8.8 ms–16 ms | 5.0 ms–20 ms | 19 ms | +12 ms | 35 ms | 25 ms | 0.68× |" in section
     assert "- aiortc (bare, floor): run 1: close: TimeoutError()" in section
     assert "(benchmarks/av_skew.png)" in section
 
@@ -541,3 +541,9 @@ def test_av_echo_not_measured_and_plotted(tmp_path: Path) -> None:
     names = report.make_plots(_av_results(), tmp_path / "benchmarks")
     assert names["av_skew"] == "benchmarks/av_skew.png"
     assert (tmp_path / "benchmarks" / "av_skew.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_av_echo_run_medians_show_sessions_that_settled_differently() -> None:
+    assert report._run_medians({"skew_p50_runs_s": [0.093, 0.044, 0.094]}) == "+44 ms–+94 ms"
+    assert report._run_medians({"skew_p50_runs_s": [-0.005]}) == "-5.0 ms"
+    assert report._run_medians({}) == "n/a"
