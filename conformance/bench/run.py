@@ -1694,13 +1694,13 @@ FIGURES: dict[str, Callable[[Target, Plan], Awaitable[dict[str, Any]]]] = {
     "audio_echo": audio_echo,
     "video_echo": video_echo,
     "video_slow": video_slow,
+    "av_echo": av_echo,
     "turns": turns,
     "isolation": isolation,
     "capacity": capacity,
     "cpu": cpu,
     "hostile": hostile,
     "soak": soak,
-    "av_echo": av_echo,
 }
 #: The stream kinds each figure needs (a target lacking one reports the figure unsupported).
 NEEDS: dict[str, tuple[str, ...]] = {
