@@ -40,6 +40,7 @@ PLOT_FILES: dict[str, str] = {
     "turns": "turns.png",
     "capacity": "capacity.png",
     "soak": "soak.png",
+    "av_skew": "av_skew.png",
 }
 #: The turn latency target drawn on the turns plot (seconds).
 TURN_TARGET_S = 0.6
@@ -51,6 +52,8 @@ CAPACITY_LATE_LIMIT = 0.01
 BUSY_LOAD_PCT = 15.0
 #: The video echo workload (the benchmark's fixed input, not a measurement).
 VIDEO_ECHO_WORKLOAD = "640×480 @ 30 fps"
+#: The audio-video sync target (|skew| p95, seconds), drawn on the skew plot.
+AV_SKEW_TARGET_S = 0.040
 
 _FLOOR_COLOUR = "#808080"
 _FIGSIZE = (7.0, 3.5)
@@ -553,6 +556,94 @@ def _section_video_slow(results: dict[str, Any], png_names: dict[str, str]) -> l
     )
     lines += _errors_block(results, "video_slow")
     lines += _image(png_names, "video_slow", "Video latency over time with a slow handler")
+    return lines
+
+
+def _ratio_column(results: dict[str, Any], figure: str, title: str, key: str) -> _Column:
+    """A column of ``entry[key]`` / the baseline's, for a table with more than one ratio."""
+    base = _get(results, figure, _baseline(results), key)
+    return _Column(_vs(results, title), lambda e: _ratio(e.get(key), base))
+
+
+def _run_medians(entry: Entry) -> str:
+    """The sessions' median skews, lowest–highest (one session: its median)."""
+    values = _numbers(entry.get("skew_p50_runs_s"))
+    if not values:
+        return "n/a"
+    low, high = min(values), max(values)
+    return _signed_ms(low) if len(values) == 1 else f"{_signed_ms(low)}–{_signed_ms(high)}"
+
+
+def _section_av_echo(results: dict[str, Any], png_names: dict[str, str]) -> list[str]:
+    lines = [
+        "## Audio-video echo",
+        "",
+        "A handler that returns every audio and video frame it receives, both tracks in one "
+        "peer connection (the documented `AsyncAudioVideoStreamHandler` echo; the floor: a "
+        "bare aiortc peer sending both received tracks back). The client sends marked audio "
+        f"and barcoded video ({VIDEO_ECHO_WORKLOAD}) together. *Round trip*, per track: from "
+        "the client sending a marker or a frame to it receiving its echo, as in the audio "
+        "and video echo figures (the audio one includes the client's jitter buffer). "
+        "*Skew*: for each echoed video frame, the server transit of the audio that reached "
+        "the server at the same instant minus the frame's own; a transit runs from the "
+        "client's encoder to the echo's first RTP packet back, before the client's buffers. "
+        "Positive: audio leaves later than the video it came with (ITU-R BT.1359 finds audio "
+        "ahead by 45 ms or behind by 125 ms noticeable); the target is |skew| p95 ≤ "
+        f"{_ms(AV_SKEW_TARGET_S)}. *n*: markers, frames or skew samples, pooled over the runs; "
+        "*run medians*: the lowest and highest of the sessions' own median skews.",
+        "",
+    ]
+    missing = _missing(results, "av_echo")
+    if missing:
+        return lines + missing
+    runs = _common_seconds(results, "av_echo", "runs")
+    window = _common_seconds(results, "av_echo", "window_s")
+    over = f" of {_duration(window)}" if window is not None else ""
+    lines += _rests_on(
+        f"{_int(runs)} sessions{over} per implementation, one after another; every marker "
+        "and frame sent in each window."
+    )
+    lines += ["### Round trip per track", ""]
+    lines += _figure_table(
+        results,
+        "av_echo",
+        [
+            _Column("Runs", lambda e: _int(e.get("runs"))),
+            _Column("Audio n", lambda e: _n(_stats(e, "audio_rt", "audio_rt_s"))),
+            _Column("Audio median", lambda e: _ms(e.get("audio_rt_p50_s"))),
+            _Column("Audio p95", lambda e: _ms(e.get("audio_rt_p95_s"))),
+            _Column("Audio IQR", lambda e: _iqr_ms(_stats(e, "audio_rt", "audio_rt_s"))),
+            _Column("Coverage", lambda e: _pct(e.get("coverage"))),
+            _Column("Video n", lambda e: _n(_stats(e, "video_rt", "video_rt_s"))),
+            _Column("Video median", lambda e: _ms(e.get("video_rt_p50_s"))),
+            _Column("Video p95", lambda e: _ms(e.get("video_rt_p95_s"))),
+            _Column("Video IQR", lambda e: _iqr_ms(_stats(e, "video_rt", "video_rt_s"))),
+            _Column("fps", lambda e: _fps(e.get("fps"))),
+            _ERRORS_COLUMN,
+            _ratio_column(results, "av_echo", "Audio p95", "audio_rt_p95_s"),
+            _ratio_column(results, "av_echo", "Video p95", "video_rt_p95_s"),
+        ],
+    )
+    lines += ["### Skew (audio − video), at the server", ""]
+    lines += _figure_table(
+        results,
+        "av_echo",
+        [
+            _Column("n", lambda e: _n(_stats(e, "skew", "skew_s"))),
+            _Column("Skew median", lambda e: _signed_ms(e.get("skew_p50_s"))),
+            _Column("Skew p5", lambda e: _signed_ms(e.get("skew_p5_s"))),
+            _Column("Skew p95", lambda e: _signed_ms(e.get("skew_p95_s"))),
+            _Column("Skew IQR", lambda e: _iqr_ms(_stats(e, "skew", "skew_s"))),
+            _Column("Skew min–max", lambda e: _minmax_ms(_stats(e, "skew", "skew_s"))),
+            _Column(r"\|Skew\| p95", lambda e: _ms(e.get("abs_skew_p95_s"))),
+            _Column("Run medians", _run_medians),
+            _Column("Audio transit median", lambda e: _ms(e.get("audio_transit_p50_s"))),
+            _Column("Video transit median", lambda e: _ms(e.get("video_transit_p50_s"))),
+        ],
+        _Ratio(_vs(results, r"\|Skew\| p95"), lambda e: e.get("abs_skew_p95_s")),
+    )
+    lines += _errors_block(results, "av_echo")
+    lines += _image(png_names, "av_skew", "Audio-video skew at the server over time")
     return lines
 
 
@@ -1109,6 +1200,7 @@ _SECTIONS: tuple[Callable[[dict[str, Any], dict[str, str]], list[str]], ...] = (
     _section_audio,
     _section_video,
     _section_video_slow,
+    _section_av_echo,
     _section_turns,
     _section_cpu,
     _section_capacity,
@@ -1121,6 +1213,7 @@ _FIGURE_KEYS: tuple[str, ...] = (
     "audio_echo",
     "video_echo",
     "video_slow",
+    "av_echo",
     "turns",
     "cpu",
     "capacity",
@@ -1410,6 +1503,57 @@ def _plot_video_slow(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def _plot_av_skew(results: dict[str, Any], path: Path) -> bool:
+    """The skew over each session's window, per implementation (every session a line)."""
+    colours = _colours(results)
+    lines = []
+    for name in _series(results, "av_echo"):
+        sessions = []
+        for session in _list(results["av_echo"][name].get("series")):
+            points = []
+            for point in _list(session):
+                if isinstance(point, (list, tuple)) and len(point) >= 2:
+                    t, skew = _num(point[0]), _num(point[1])
+                    if t is not None and skew is not None:
+                        points.append((t, skew * 1000))
+            if points:
+                sessions.append(points)
+        if sessions:
+            lines.append((name, sessions))
+    if not lines:
+        return False
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for name, sessions in lines:
+        for i, points in enumerate(sessions):
+            ax.plot(
+                [t for t, _ in points],
+                [ms for _, ms in points],
+                color=colours.get(name),
+                label=_label(results, name) if i == 0 else None,
+                linewidth=1.0,
+                marker=".",
+                markersize=2,
+                alpha=0.8,
+            )
+    for sign in (1, -1):
+        ax.axhline(
+            sign * AV_SKEW_TARGET_S * 1000,
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label="target (|skew|)" if sign > 0 else None,
+        )
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xlabel("time in the session's window (s)")
+    ax.set_ylabel("skew, audio − video (ms)")
+    ax.set_title("Audio-video echo: skew at the server")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    _save(fig, path)
+    return True
+
+
 def _plot_capacity(results: dict[str, Any], path: Path) -> bool:
     colours = _colours(results)
     lines = []
@@ -1528,6 +1672,7 @@ def make_plots(
         ),
         "capacity": lambda p: _plot_capacity(results, p),
         "soak": lambda p: _plot_soak(results, p),
+        "av_skew": lambda p: _plot_av_skew(results, p),
     }
     written: dict[str, str] = {}
     for key, maker in makers.items():

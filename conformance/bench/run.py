@@ -45,6 +45,16 @@ Figures, per implementation (and the floor where it applies):
 8. **Setup**: offer -> answer inside the server (its ``offer`` server function, timed),
    the offer's HTTP round trip at the client, connect -> first media at the client.
 9. **Hostile offers** and 10. **the long soak** (webrtc_ref only): see their functions.
+11. **Audio-video echo** (the documented ``AsyncAudioVideoStreamHandler`` echo; the floor:
+    a bare aiortc peer sending both received tracks back): one client peer connection
+    sends the timestamp carrier and 640x480 barcoded video at 30 fps together,
+    ``av_runs`` sessions. Per track, the round trip at the client as in figures 1 and 2
+    (markers, frame ids) and the server transit (client encoder -> the echo's first RTP
+    packet back, before the client's jitter buffer); the skew, audio transit - video
+    transit of content that reached the server at the same instant
+    (:func:`conformance.avsync.skew_of`: positive when audio leaves later), its p50, p95
+    and ``|skew|`` p95. Implementations without the audio-video modality report it
+    unsupported.
 
 Every figure records the errors the driver met (``errors``: one line each, with the
 scenario, step or run it happened in). :func:`targets_table` checks the project's targets
@@ -97,6 +107,7 @@ FLOOR_KINDS: dict[str, str] = {
     "echo-tight": "bare-tight",
     "idle": "bare-sink",
     "video": "bare-echo",
+    "av-echo": "bare-echo",
 }
 #: Server kinds of webrtc_ref's core (StreamServer, no Gradio) for the CPU figure.
 CORE_KINDS: dict[str, str] = {"echo": "ref-echo", "idle": "ref-idle"}
@@ -128,6 +139,11 @@ TARGET_CPU_RATIO = 1.15
 TARGET_IDLE_OVER_PCT = 1.0
 TARGET_CAPACITY_RATIO = 0.9
 TARGET_ISOLATION_S = 0.020
+#: Audio and video that reached the server together leave it within this (|skew| p95).
+TARGET_AV_SKEW_S = 0.040
+#: The audio-video echo's stream kind and its video (the video echo figure's workload).
+AV_KIND = "av-echo"
+AV_WIDTH, AV_HEIGHT, AV_FPS = 640, 480, 30
 #: What the conformance suite found that explains some figures (its expectation files).
 NOTES: dict[str, tuple[str, ...]] = {
     "gradio_webrtc": (
@@ -190,6 +206,9 @@ class Plan:
     soak_sessions: int = 8
     soak_s: float = 600.0
     soak_sample_s: float = 10.0
+    #: The audio-video echo: ``av_runs`` sessions, each measured over ``av_window_s``.
+    av_runs: int = 3
+    av_window_s: float = 6.0
 
 
 FULL = Plan(
@@ -249,6 +268,8 @@ QUICK = Plan(
     soak_sessions=4,
     soak_s=30.0,
     soak_sample_s=3.0,
+    av_runs=1,
+    av_window_s=4.0,
 )
 
 
@@ -266,6 +287,11 @@ class Link:
     ``recorder``: ``fixtures.tracks.AudioRecorder`` (``.frames``: ``(position, n,
     arrival)``), the wire client's video recorder (``.frames``: ``ReceivedFrame``) or, for a
     light link, a :class:`conformance.bench.media.RtpLog` (the same ``.frames`` as audio).
+
+    An audio-video link (:data:`AV_KIND`) sends two tracks: ``track`` and ``recorder`` are
+    the audio ones, ``tracks`` and ``recorders`` hold both by kind (the wire client's
+    recorders: audio with its timestamp markers and frame ``pts``, video with its records),
+    and ``rtp`` is the peer's :class:`conformance.avsync.RtpTiming`.
     """
 
     kind: str
@@ -277,6 +303,9 @@ class Link:
     server_answer_s: float | None = None
     error: str | None = None
     close_fn: Callable[[], Awaitable[None]] | None = None
+    tracks: dict[str, Any] = field(default_factory=dict)
+    recorders: dict[str, Any] = field(default_factory=dict)
+    rtp: Any = None
 
     @property
     def first_media(self) -> float | None:
@@ -325,6 +354,8 @@ class Target:
 
         ``light``: the echo is logged at the RTP level (:class:`~conformance.bench.media.
         RtpLog`) instead of being decoded (``track`` is then usually a ``PacketTrack``).
+        For :data:`AV_KIND`, ``track`` is ``(audio, video)`` (:func:`av_tracks`), the peer
+        times its RTP and the link waits for media of both kinds.
         """
         raise NotImplementedError
 
@@ -354,13 +385,30 @@ class Target:
 
 
 async def _wait_first_media(link: Link, timeout: float) -> None:
+    """Wait for the link's first media (of every kind in ``link.recorders``, if any)."""
     timeout = min(timeout, CONNECT_DEADLINE.get())
     deadline = time.monotonic() + timeout
-    while link.first_media is None:
+
+    def waiting() -> list[str]:
+        if link.recorders:
+            return [k for k, rec in link.recorders.items() if not getattr(rec, "frames", None)]
+        return [] if link.first_media is not None else ["media"]
+
+    while missing := waiting():
         if time.monotonic() > deadline:
-            link.error = f"no media within {timeout:g} s"
+            what = "media" if missing == ["media"] else " or ".join(missing)
+            link.error = f"no {what} within {timeout:g} s"
             return
         await asyncio.sleep(0.005)
+
+
+def _av_link(link: Link, tracks: Any, recorders: dict[str, Any], rtp: Any) -> None:
+    """Fill in an audio-video link's per-kind tracks and recorders (see :class:`Link`)."""
+    link.tracks = {t.kind: t for t in tracks}
+    link.track = link.tracks.get("audio")
+    link.recorders = dict(recorders)
+    link.recorder = link.recorders.get("audio")
+    link.rtp = rtp
 
 
 def _rtp_log(peer: Any, light: bool) -> Any:
@@ -469,7 +517,8 @@ class ImplTarget(Target):
     async def open(self, kind: str, track: Any, *, light: bool = False) -> Link:
         self.opened += 1
         wire = self._wire(kind)
-        peer = wire.peer(send=track)
+        av = kind == AV_KIND
+        peer = wire.peer(send=track, timestamps=av, rtp_timing=av)
         rtp = _rtp_log(peer, light)
         link = Link(kind, track, peer, time.time())
 
@@ -490,6 +539,8 @@ class ImplTarget(Target):
                 return link
             recorder = await peer.wait_remote(CONNECT_TIMEOUT_S)
             link.recorder = rtp if rtp is not None else recorder
+            if av:
+                _av_link(link, track, peer.recorders, peer.rtp)
             if kind in NO_MEDIA_KINDS:
                 await peer.wait_connected(CONNECT_TIMEOUT_S)
                 return link
@@ -547,18 +598,24 @@ class FloorTarget(Target):
         await self.start()
 
     async def open(self, kind: str, track: Any, *, light: bool = False) -> Link:
-        from conformance.wire import video_recorder
+        from conformance.avsync import RtpTiming
+        from conformance.wire import audio_recorder, video_recorder
         from fixtures.tracks import AudioRecorder
-        from webrtc_ref.testing import ClientPeer
+        from webrtc_ref.testing import ClientPeer, async_wait_until
 
         self.opened += 1
+        av = kind == AV_KIND
         peer = ClientPeer(send=track)
         rtp = _rtp_log(peer, light)
+        timing = RtpTiming() if av else None
+        if timing is not None:
+            timing.attach(peer.pc)
         link = Link(kind, track, peer, time.time())
 
         async def close() -> None:
-            if link.recorder is not None:
-                await link.recorder.stop()
+            for recorder in link.recorders.values() if av else [link.recorder]:
+                if recorder is not None:
+                    await recorder.stop()
             await peer.close()
 
         link.close_fn = close
@@ -583,7 +640,20 @@ class FloorTarget(Target):
                 await peer.wait_connected(CONNECT_TIMEOUT_S)
                 return link
             remote: Any = await peer.wait_remote(CONNECT_TIMEOUT_S)
-            if rtp is not None:
+            if av:
+                await async_wait_until(
+                    lambda: {"audio", "video"} <= set(peer.remotes),
+                    CONNECT_TIMEOUT_S,
+                    "both remote tracks",
+                )
+                recorders = {
+                    "audio": audio_recorder(peer.remotes["audio"], timestamps=True),
+                    "video": video_recorder(peer.remotes["video"]),
+                }
+                _av_link(link, track, recorders, timing)
+                for recorder in recorders.values():
+                    await recorder.start()
+            elif rtp is not None:
                 link.recorder = rtp
             else:
                 if remote.kind == "video":
@@ -648,6 +718,21 @@ def video_track() -> Any:
     return BarcodeVideoTrack(640, 480, 30)
 
 
+def av_tracks() -> tuple[Any, Any]:
+    """An audio-video client's microphone (the timestamp carrier) and camera (barcode
+    frames, :data:`AV_WIDTH` x :data:`AV_HEIGHT` at :data:`AV_FPS`), in that order."""
+    from fixtures.tracks import BarcodeVideoTrack, TimestampAudioTrack
+
+    return TimestampAudioTrack(), BarcodeVideoTrack(AV_WIDTH, AV_HEIGHT, AV_FPS)
+
+
+def tracks_for(kind: str) -> Any:
+    """What a link to stream ``kind`` sends (a warm-up or a plain connection)."""
+    if kind == AV_KIND:
+        return av_tracks()
+    return video_track() if kind.startswith("video") else timestamp_track()
+
+
 def _problems(where: str, links: Sequence[Link]) -> list[str]:
     """``"<where>: <problem>"`` for every problem of ``links``."""
     return [f"{where}: {problem}" for link in links for problem in link.problems]
@@ -707,8 +792,11 @@ async def audio_echo(target: Target, plan: Plan) -> dict[str, Any]:
     }
 
 
-def _video_stats(link: Link, t0: float, t1: float, grace: float = 0.5) -> dict[str, Any]:
-    """fps, loss and glass-to-glass latencies of the frames sent in ``[t0, t1 - grace]``."""
+def _video_stats(link: Any, t0: float, t1: float, grace: float = 0.5) -> dict[str, Any]:
+    """fps, loss and glass-to-glass latencies of the frames sent in ``[t0, t1 - grace]``.
+
+    ``link``: a video :class:`Link` or anything with its ``track`` (``.sent``) and
+    ``recorder`` (``.frames``)."""
     sent = {fid: t for fid, t in link.track.sent.items() if t0 <= t <= t1 - grace}
     first: dict[int, float] = {}
     arrived_in_window = set()
@@ -805,6 +893,144 @@ async def video_slow(target: Target, plan: Plan, kind: str = "video-100ms") -> d
         "loss": stats["loss"],
         "errors": _problems("run 1", [link]),
     }
+
+
+@dataclass
+class _Media:
+    """One kind of an audio-video link, shaped like a one-track link (``track``,
+    ``recorder``) for :func:`~conformance.bench.media.round_trips` and :func:`_video_stats`."""
+
+    track: Any
+    recorder: Any
+
+
+def av_session(link: Link, t0: float, t1: float, grace: float = 0.5) -> dict[str, Any]:
+    """One audio-video session's samples, over content the client sent in
+    ``[t0, t1 - grace]``.
+
+    ``audio_rt_s``: marker round trips (send -> the echo heard at the client), with
+    ``markers_sent`` / ``markers_back``; ``video_rt_s``: frame round trips (glass to
+    glass), with ``fps`` (echoed frames per second arriving in ``[t0, t1]``) and ``loss``;
+    ``audio_transit_s`` / ``video_transit_s``: server transits
+    (:mod:`conformance.avsync`: the client's encoder -> the echo's RTP back, before its
+    jitter buffer); ``skew``: ``[seconds since t0, skew]`` per echoed video frame with
+    audio transits around its arrival at the server.
+    """
+    from conformance.avsync import audio_transits, skew_of, video_transits
+
+    audio = _Media(link.tracks.get("audio"), link.recorders.get("audio"))
+    video = _Media(link.tracks.get("video"), link.recorders.get("video"))
+    rts, sent, back = round_trips(audio, t0, t1) if audio.track is not None else ([], 0, 0)
+    frames = (
+        _video_stats(video, t0, t1, grace)
+        if video.track is not None
+        else {"fps": None, "loss": None, "g2g_s": []}
+    )
+
+    def inside(transits: list[Any]) -> list[Any]:
+        return [t for t in transits if t0 <= t.arrived <= t1 - grace]
+
+    a_transits: list[Any] = []
+    v_transits: list[Any] = []
+    if link.rtp is not None and audio.recorder is not None and video.recorder is not None:
+        a_transits = inside(audio_transits(audio.recorder, link.rtp["audio"]))
+        v_transits = inside(video_transits(video.recorder, link.rtp["video"]))
+    skew = skew_of(a_transits, v_transits)
+    return {
+        "audio_rt_s": rts,
+        "markers_sent": sent,
+        "markers_back": back,
+        "video_rt_s": frames["g2g_s"],
+        "fps": frames["fps"],
+        "loss": frames["loss"],
+        "audio_transit_s": [t.seconds for t in a_transits],
+        "video_transit_s": [t.seconds for t in v_transits],
+        "skew": [[round(t - t0, 4), round(value, 5)] for t, value in skew.samples],
+    }
+
+
+def summarize_av(sessions: Sequence[dict[str, Any]], runs: int) -> dict[str, Any]:
+    """The audio-video echo figure from its sessions (:func:`av_session` dicts), pooled.
+
+    Every summary is a :func:`~conformance.bench.stats.spread` of pooled samples (its ``n``
+    is what the figure rests on); ``skew_p5_s`` / ``skew_p95_s`` bound the signed skew,
+    ``abs_skew_p95_s`` is the p95 of ``|skew|`` (the sync target's figure);
+    ``skew_p50_runs_s``: each session's median skew (sessions may settle differently).
+    ``series``: each session's ``[seconds since its window started, skew]``.
+    """
+
+    def pooled(key: str) -> list[float]:
+        return [float(x) for s in sessions for x in s.get(key) or []]
+
+    audio_rt, video_rt = pooled("audio_rt_s"), pooled("video_rt_s")
+    audio_tr, video_tr = pooled("audio_transit_s"), pooled("video_transit_s")
+    series = [[list(point) for point in s.get("skew") or []] for s in sessions]
+    skew = [float(point[1]) for points in series for point in points]
+    absolute = [abs(x) for x in skew]
+    sent = sum(int(s.get("markers_sent") or 0) for s in sessions)
+    back = sum(int(s.get("markers_back") or 0) for s in sessions)
+    fps = [float(s["fps"]) for s in sessions if s.get("fps") is not None]
+    losses = [float(s["loss"]) for s in sessions if s.get("loss") is not None]
+    return {
+        "runs": runs,
+        "sessions": len(sessions),
+        "video": f"{AV_WIDTH}x{AV_HEIGHT}@{AV_FPS}",
+        "audio_rt_s": audio_rt,
+        "audio_rt": spread(audio_rt),
+        "audio_rt_p50_s": pct(audio_rt, 50),
+        "audio_rt_p95_s": pct(audio_rt, 95),
+        "markers_sent": sent,
+        "markers_back": back,
+        "coverage": back / sent if sent else None,
+        "video_rt_s": video_rt,
+        "video_rt": spread(video_rt),
+        "video_rt_p50_s": pct(video_rt, 50),
+        "video_rt_p95_s": pct(video_rt, 95),
+        "fps": median(fps),
+        "fps_runs": fps,
+        "loss": median(losses),
+        "audio_transit": spread(audio_tr),
+        "video_transit": spread(video_tr),
+        "audio_transit_p50_s": pct(audio_tr, 50),
+        "video_transit_p50_s": pct(video_tr, 50),
+        "skew_s": skew,
+        "skew": spread(skew),
+        "skew_p5_s": pct(skew, 5),
+        "skew_p50_s": pct(skew, 50),
+        "skew_p95_s": pct(skew, 95),
+        "abs_skew": spread(absolute),
+        "abs_skew_p95_s": pct(absolute, 95),
+        "skew_p50_runs_s": [
+            m for m in (median([p[1] for p in pts]) for pts in series) if m is not None
+        ],
+        "series": series,
+    }
+
+
+async def av_echo(target: Target, plan: Plan) -> dict[str, Any]:
+    """Audio and video echoed in one peer connection: per-track round trip and server
+    transit, and the skew between the tracks (``av_runs`` sessions, one at a time)."""
+    sessions: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for run in range(plan.av_runs):
+        link = await target.open(AV_KIND, av_tracks())
+        try:
+            if link.error:
+                continue
+            await asyncio.sleep(plan.settle_s + 0.5)
+            t0 = time.time()
+            await asyncio.sleep(plan.av_window_s)
+            t1 = time.time()
+            await asyncio.sleep(0.5)  # the last content's echoes
+        finally:
+            await link.close()
+            await target.reset()
+            errors += _problems(f"run {run + 1}", [link])
+        if link.error is None:
+            sessions.append(av_session(link, t0, t1))
+    out = summarize_av(sessions, plan.av_runs)
+    out.update(window_s=plan.av_window_s, errors=errors)
+    return out
 
 
 def reply_onsets(link: Link) -> list[float]:
@@ -1468,6 +1694,7 @@ FIGURES: dict[str, Callable[[Target, Plan], Awaitable[dict[str, Any]]]] = {
     "audio_echo": audio_echo,
     "video_echo": video_echo,
     "video_slow": video_slow,
+    "av_echo": av_echo,
     "turns": turns,
     "isolation": isolation,
     "capacity": capacity,
@@ -1487,6 +1714,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "cpu": ("echo", "idle"),
     "hostile": ("echo", "gradio"),
     "soak": ("echo", "soak"),
+    "av_echo": (AV_KIND,),
 }
 #: Figures measured after a warm-up connection (the first connection of a process pays for
 #: imports and codec set-up), with the kind it uses.
@@ -1497,6 +1725,7 @@ WARM_UP: dict[str, str] = {
     "video_slow": "video",
     "isolation": "echo-timed",
     "hostile": "echo",
+    "av_echo": AV_KIND,
 }
 
 
@@ -1514,8 +1743,7 @@ async def measure_figure(target: Target, figure: str, plan: Plan, results: dict[
     t = time.monotonic()
     if figure in WARM_UP:
         kind = WARM_UP[figure]
-        track = video_track() if kind.startswith("video") else timestamp_track()
-        await close_all([await target.open(kind, track)])
+        await close_all([await target.open(kind, tracks_for(kind))])
         await target.reset()
     try:
         results.setdefault(figure, {})[target.name] = await FIGURES[figure](target, plan)
@@ -1738,6 +1966,21 @@ def targets_table(results: dict[str, Any]) -> list[dict[str, Any]]:
         spread="late at held "
         f"{_range(cap_ref.get('held_late'), 100, ' %', 'minmax')} / "
         f"{_range(cap_floor.get('held_late'), 100, ' %', 'minmax')}",
+    )
+    av_ref, av_floor = entry("av_echo", BASELINE), entry("av_echo", FLOOR)
+    s_ref, s_floor = av_ref.get("abs_skew_p95_s"), av_floor.get("abs_skew_p95_s")
+    row(
+        "Audio-video echo: |skew| p95 at the server (audio - video transit)",
+        f"<= {1000 * TARGET_AV_SKEW_S:.0f} ms",
+        "n/a"
+        if s_ref is None
+        else f"{_ms(s_ref)} (p50 {1000 * (av_ref.get('skew_p50_s') or 0):+.0f} ms)",
+        None if s_ref is None else s_ref <= TARGET_AV_SKEW_S,
+        baseline=f"{_ms(s_floor)} (floor)",
+        ratio=ratio(s_ref, s_floor),
+        n=f"{_get_n(av_ref, 'skew')} / {_get_n(av_floor, 'skew')} frames",
+        spread=f"{_range(av_ref.get('skew'), 1000, ' ms')} / "
+        f"{_range(av_floor.get('skew'), 1000, ' ms')}",
     )
     iso = entry("isolation", BASELINE)
     d = iso.get("delta_p95_s")

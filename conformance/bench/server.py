@@ -14,7 +14,11 @@ whose ``stream`` has ``concurrency_limit=1000`` (so admission never limits a ben
 - ``video-100ms`` / ``video-200ms``: the same after sleeping 0.1 s / 0.2 s;
 - ``turns``: ``ReplyOnPause`` whose generator yields 0.3 s of a 1 kHz tone at once (only
   where the adapter claims ``reply_on_pause``; fastrtc's adapter injects webrtc_ref's
-  offline pause detector).
+  offline pause detector);
+- ``av-echo``: audio-video send-receive, the documented ``AsyncAudioVideoStreamHandler``
+  echo (``receive`` / ``video_receive`` put each frame into an ``asyncio.Queue``, ``emit``
+  / ``video_emit`` await the next one), only where the adapter claims
+  ``audio-video.send-receive``.
 
 Every component's ``offer`` server function is wrapped to time offer -> answer inside the
 server (ICE gathering included).
@@ -160,6 +164,36 @@ def handlers(api: Api) -> dict[str, Callable[[], Any]]:
     def reply(audio: tuple[int, np.ndarray]) -> Iterator[Any]:
         yield (24000, tone(REPLY_HZ, REPLY_S, 24000))
 
+    def av_echo() -> Any:
+        # the class is made here, not above: subclassing a base the package does not export
+        # fails, and only adapters claiming the modality get this far
+        import asyncio
+
+        class AsyncAVEcho(api.AsyncAudioVideoStreamHandler):  # type: ignore[name-defined,misc]
+            """Reflects the microphone and the webcam (the documented async handler)."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.queue: asyncio.Queue[Any] = asyncio.Queue()
+                self.video_queue: asyncio.Queue[Any] = asyncio.Queue()
+
+            async def receive(self, frame: tuple[int, np.ndarray]) -> None:
+                await self.queue.put(frame)
+
+            async def emit(self) -> Any:
+                return await self.queue.get()
+
+            async def video_receive(self, frame: np.ndarray) -> None:
+                self.video_queue.put_nowait(frame)
+
+            async def video_emit(self) -> Any:
+                return await self.video_queue.get()
+
+            def copy(self) -> Any:
+                return AsyncAVEcho()
+
+        return AsyncAVEcho()
+
     return {
         "echo": lambda: echo_handler(api),
         "echo-timed": TimedEcho,
@@ -168,10 +202,11 @@ def handlers(api: Api) -> dict[str, Callable[[], Any]]:
         "video-100ms": lambda: slow(0.1),
         "video-200ms": lambda: slow(0.2),
         "turns": lambda: api.reply_on_pause(reply),
+        "av-echo": av_echo,
     }
 
 
-MODALITY: dict[str, Literal["audio", "video"]] = {
+MODALITY: dict[str, Literal["audio", "video", "audio-video"]] = {
     "echo": "audio",
     "echo-timed": "audio",
     "idle": "audio",
@@ -179,6 +214,12 @@ MODALITY: dict[str, Literal["audio", "video"]] = {
     "video-100ms": "video",
     "video-200ms": "video",
     "turns": "audio",
+    "av-echo": "audio-video",
+}
+#: Streams that need a capability beyond audio and video send-receive.
+NEEDS_CAPABILITY: dict[str, str] = {
+    "turns": "reply_on_pause",
+    "av-echo": "audio-video.send-receive",
 }
 
 
@@ -266,8 +307,9 @@ def build(adapter: Adapter) -> tuple[Any, dict[str, dict[str, Any]], dict[str, s
     unsupported: dict[str, str] = {}
     with no_pyi_stubs(), gr.Blocks() as blocks:
         for name, factory in handlers(api).items():
-            if name == "turns" and "reply_on_pause" not in adapter.capabilities:
-                unsupported[name] = adapter.unsupported.get("reply_on_pause", "not claimed")
+            needed = NEEDS_CAPABILITY.get(name)
+            if needed is not None and needed not in adapter.capabilities:
+                unsupported[name] = adapter.unsupported.get(needed, f"{needed} not claimed")
                 continue
             modality = MODALITY[name]
             webrtc = api.WebRTC(label=name, mode="send-receive", modality=modality)

@@ -211,3 +211,65 @@ def test_speech_scenarios_can_start_later() -> None:
     assert later.expected_turn_ends == []
     with pytest.raises(ValueError, match="unknown scenario"):
         scenario("nope")
+
+
+def _av_session(skews: list[float], fps: float | None = 30.0, back: int = 10) -> dict[str, Any]:
+    return {
+        "audio_rt_s": [0.1] * back,
+        "markers_sent": 10,
+        "markers_back": back,
+        "video_rt_s": [0.05, 0.06],
+        "fps": fps,
+        "loss": 0.0 if fps else None,
+        "audio_transit_s": [0.02],
+        "video_transit_s": [0.01],
+        "skew": [[0.033 * i, s] for i, s in enumerate(skews)],
+    }
+
+
+def test_av_echo_pools_sessions_and_keeps_the_sign_of_the_skew() -> None:
+    out = run.summarize_av(
+        [_av_session([0.01, -0.03, 0.02]), _av_session([-0.05], fps=None, back=6)], runs=3
+    )
+    assert (out["runs"], out["sessions"]) == (3, 2)
+    assert out["skew_s"] == [0.01, -0.03, 0.02, -0.05]
+    assert out["skew"]["n"] == 4 and out["skew"]["min"] == -0.05
+    assert out["skew_p50_s"] == pytest.approx(-0.01)  # audio earlier than video: negative
+    assert out["abs_skew"]["max"] == 0.05
+    assert out["abs_skew_p95_s"] == pytest.approx(stats.pct([0.01, 0.03, 0.02, 0.05], 95))
+    assert out["abs_skew_p95_s"] > out["skew_p95_s"]  # the largest skew is negative
+    assert (out["markers_sent"], out["markers_back"], out["coverage"]) == (20, 16, 0.8)
+    assert out["audio_rt"]["n"] == 16 and out["video_rt"]["n"] == 4
+    assert out["fps_runs"] == [30.0] and out["fps"] == 30.0  # a session without fps is left out
+    assert [len(s) for s in out["series"]] == [3, 1] and out["series"][1] == [[0.0, -0.05]]
+    assert out["skew_p50_runs_s"] == [0.01, -0.05]  # each session's own median
+    empty = run.summarize_av([], runs=2)
+    assert empty["skew"]["n"] == 0 and empty["abs_skew_p95_s"] is None
+    assert empty["coverage"] is None and empty["series"] == []
+
+
+def test_av_skew_target_against_the_floor() -> None:
+    def entry(skews: list[float]) -> dict[str, Any]:
+        return run.summarize_av([_av_session(skews)], runs=1)
+
+    results = {"av_echo": {run.BASELINE: entry([0.01, 0.02, -0.01]), run.FLOOR: entry([0.06])}}
+    row = next(r for r in run.targets_table(results) if r["name"].startswith("Audio-video"))
+    assert row["met"] is True and row["n"] == "3 / 1 frames"
+    assert row["ratio"] == pytest.approx(results["av_echo"][run.BASELINE]["abs_skew_p95_s"] / 0.06)
+    assert row["baseline"] == "60 ms (floor)"
+    results["av_echo"][run.BASELINE] = entry([0.01, -0.05])  # audio 50 ms ahead: noticed
+    row = next(r for r in run.targets_table(results) if r["name"].startswith("Audio-video"))
+    assert row["met"] is False
+    row = next(r for r in run.targets_table({}) if r["name"].startswith("Audio-video"))
+    assert row["met"] is None and row["value"] == "n/a"
+
+
+def test_a_figure_needing_a_missing_stream_is_unsupported_with_the_reason() -> None:
+    target = _FakeTarget()
+    target.unsupported = {run.AV_KIND: "it has no audio-video modality"}
+    results: dict[str, Any] = {"implementations": {"fake": {"unsupported": {}}}}
+    asyncio.run(run.measure_figure(target, "av_echo", run.QUICK, results))
+    assert "av_echo" not in results
+    assert results["implementations"]["fake"]["unsupported"] == {
+        "av_echo": "it has no audio-video modality"
+    }

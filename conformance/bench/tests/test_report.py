@@ -460,3 +460,90 @@ def test_make_plots_and_cli(tmp_path: Path) -> None:
     assert report.main([str(results_path), "-o", str(md_path), "--png-dir", str(png_dir)]) == 0
     page = md_path.read_text(encoding="utf-8")
     assert "![" in page and "(benchmarks/capacity.png)" in page
+
+
+def _av_results() -> dict[str, Any]:
+    """``_results()`` with an audio-video echo figure: webrtc_ref and the floor measured
+    (entries made by the driver's own summary), ``other`` without the modality."""
+    from conformance.bench.run import summarize_av
+
+    def session(skews_ms: list[float], audio_ms: float, video_ms: float) -> dict[str, Any]:
+        return {
+            "audio_rt_s": [audio_ms / 1000, (audio_ms + 10) / 1000],
+            "markers_sent": 2,
+            "markers_back": 2,
+            "video_rt_s": [video_ms / 1000, (video_ms + 20) / 1000],
+            "fps": 29.5,
+            "loss": 0.0,
+            "audio_transit_s": [0.03, 0.04],
+            "video_transit_s": [0.02, 0.03],
+            "skew": [[0.1 * i, ms / 1000] for i, ms in enumerate(skews_ms)],
+        }
+
+    results = _results()
+    results["implementations"]["other"]["unsupported"]["av_echo"] = "no audio-video modality"
+    results["av_echo"] = {
+        "webrtc_ref": {
+            **summarize_av([session([10.0, 20.0, -10.0, 30.0], 100.0, 60.0)], 1),
+            "window_s": 4.0,
+            "errors": [],
+        },
+        "aiortc": {
+            **summarize_av([session([5.0, 10.0, 15.0, 20.0], 80.0, 50.0)], 1),
+            "window_s": 4.0,
+            "errors": ["run 1: close: TimeoutError()"],
+        },
+    }
+    return results
+
+
+def test_av_echo_tables_per_track_and_skew_with_ratios() -> None:
+    results = _av_results()
+    page = report.render_markdown(results, {"av_skew": "benchmarks/av_skew.png"})
+    section = page[page.index("## Audio-video echo") : page.index("## Turn latency")]
+    assert "*Rests on:* 1 sessions of 4 s per implementation" in section
+    assert (
+        "| Implementation | Runs | Audio n | Audio median | Audio p95 | Audio IQR | Coverage "
+        "| Video n | Video median | Video p95 | Video IQR | fps | Errors "
+        "| Audio p95 vs webrtc_ref | Video p95 vs webrtc_ref |"
+    ) in section
+    # audio 100/110 ms, video 60/80 ms; the floor 80/90 and 50/70 ms
+    assert (
+        "| webrtc_ref | 1 | 2 | 105 ms | 110 ms | 103 ms–108 ms | 100% | 2 | 70 ms | 79 ms "
+        "| 65 ms–75 ms | 29.5 | 0 | 1.00× | 1.00× |"
+    ) in section
+    assert (
+        "| aiortc (bare, floor) | 1 | 2 | 85 ms | 90 ms | 82 ms–88 ms | 100% | 2 | 60 ms "
+        "| 69 ms | 55 ms–65 ms | 29.5 | 1 | 0.82× | 0.87× |"
+    ) in section
+    assert "| other | *unsupported: no audio-video modality* |" in section
+    # signed skew percentiles, |skew| p95 and its ratio; server transits beside
+    assert (
+        "| Implementation | n | Skew median | Skew p5 | Skew p95 | Skew IQR | Skew min–max "
+        "| \\|Skew\\| p95 | Run medians | Audio transit median | Video transit median "
+        "| \\|Skew\\| p95 vs webrtc_ref |"
+    ) in section
+    assert (
+        "| webrtc_ref | 4 | +15 ms | -7.0 ms | +28 ms | 5.0 ms–22 ms | -10 ms–30 ms | 28 ms "
+        "| +15 ms | 35 ms | 25 ms | 1.00× |"
+    ) in section
+    assert "| aiortc (bare, floor) | 4 | +12 ms | +5.8 ms | +19 ms |" in section
+    assert "| 8.8 ms–16 ms | 5.0 ms–20 ms | 19 ms | +12 ms | 35 ms | 25 ms | 0.68× |" in section
+    assert "- aiortc (bare, floor): run 1: close: TimeoutError()" in section
+    assert "(benchmarks/av_skew.png)" in section
+
+
+def test_av_echo_not_measured_and_plotted(tmp_path: Path) -> None:
+    page = report.render_markdown(_results(), {})
+    section = page[page.index("## Audio-video echo") : page.index("## Turn latency")]
+    assert "*Not measured in this run.*" in section
+    pytest.importorskip("matplotlib")
+    names = report.make_plots(_av_results(), tmp_path / "benchmarks")
+    assert names["av_skew"] == "benchmarks/av_skew.png"
+    assert (tmp_path / "benchmarks" / "av_skew.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_av_echo_run_medians_show_sessions_that_settled_differently() -> None:
+    assert report._run_medians({"skew_p50_runs_s": [0.093, 0.044, 0.094]}) == "+44 ms–+94 ms"
+    assert report._run_medians({"skew_p50_runs_s": [-0.005]}) == "-5.0 ms"
+    assert report._run_medians({}) == "n/a"

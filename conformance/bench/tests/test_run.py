@@ -122,3 +122,65 @@ def test_light_client_echo_is_logged_and_decoded_after_the_window() -> None:
     assert sent >= 10 and back == sent, (sent, back)
     assert all(0 < rt < 0.5 for rt in rts)
     assert late == 0 and missing <= 1 and expected == 100
+
+
+LAGGING = "conformance.bench.tests.adapters:LaggingVideo"
+
+
+def test_av_echo_measures_each_track_and_a_video_lag_as_skew() -> None:
+    """The audio-video echo on webrtc_ref, on webrtc_ref whose handler gets its camera
+    frames 100 ms late (audio untouched), and on the bare floor echoing both tracks: every
+    marker and frame is matched, and the lag shows as 100 ms less skew (audio - video)."""
+    import sys
+
+    from conformance.bench.tests.adapters import LAG_S
+
+    plan = dataclasses.replace(TINY, av_runs=1, av_window_s=3.0)
+    results = asyncio.run(
+        run(["webrtc_ref", LAGGING], {LAGGING: sys.executable}, plan, ("av_echo",), floor=True)
+    )
+    figure = results["av_echo"]
+    for name in ("webrtc_ref", LAGGING, "aiortc"):
+        entry = figure[name]
+        assert entry["errors"] == [] and entry["sessions"] == 1, (name, entry.get("errors"))
+        assert entry["coverage"] >= 0.8, (name, entry["markers_sent"], entry["markers_back"])
+        assert entry["fps"] > 15, (name, entry["fps"])
+        assert entry["audio_rt"]["n"] >= 20 and entry["video_rt"]["n"] >= 60, name
+        assert 0 < entry["audio_rt_p50_s"] < 1.0 and 0 < entry["video_rt_p50_s"] < 1.0, name
+        # a sample per echoed frame with audio around it; transits inside the round trips
+        assert entry["skew"]["n"] >= 50, (name, entry["skew"])
+        assert 0 < entry["audio_transit_p50_s"] < entry["audio_rt_p50_s"], name
+        assert 0 < entry["video_transit_p50_s"] < entry["video_rt_p50_s"], name
+        assert entry["abs_skew_p95_s"] >= abs(entry["skew_p50_s"]), name
+        assert len(entry["series"]) == 1 and len(entry["series"][0]) == entry["skew"]["n"]
+    for name in ("webrtc_ref", LAGGING, "aiortc"):
+        entry = figure[name]
+        print(
+            f"{name}: skew p50 {1000 * entry['skew_p50_s']:+.1f} ms, |skew| p95 "
+            f"{1000 * entry['abs_skew_p95_s']:.1f} ms; round trip p50 audio "
+            f"{1000 * entry['audio_rt_p50_s']:.0f} ms, "
+            f"video {1000 * entry['video_rt_p50_s']:.0f} ms"
+        )
+    lag = figure[LAGGING]["skew_p50_s"] - figure["webrtc_ref"]["skew_p50_s"]
+    assert -LAG_S - 0.04 < lag < -LAG_S + 0.04, (
+        f"a {LAG_S:g} s video lag moved the skew {lag:+.3f} s"
+    )
+    lagged_video = (
+        figure[LAGGING]["video_transit_p50_s"] - figure["webrtc_ref"]["video_transit_p50_s"]
+    )
+    assert lagged_video > LAG_S - 0.03, lagged_video
+    rows = {row["name"]: row for row in results["targets"]}
+    row = next(r for name, r in rows.items() if name.startswith("Audio-video echo"))
+    assert row["met"] is not None and row["ratio"] is not None and "frames" in row["n"]
+
+
+def test_server_reports_av_echo_unsupported_without_the_modality() -> None:
+    """An implementation without the audio-video modality serves every other stream and
+    says why it lacks ``av-echo`` (the figure then reports it unsupported)."""
+    from conformance.bench.tests.adapters import NoAudioVideo, WebrtcRefAdapter
+
+    _, streams, unsupported = server.build(NoAudioVideo())
+    assert "av-echo" not in streams and {"echo", "video", "turns"} <= set(streams)
+    assert unsupported == {"av-echo": "not claimed in this test"}
+    _, streams, unsupported = server.build(WebrtcRefAdapter())
+    assert streams["av-echo"]["modality"] == "audio-video" and unsupported == {}
