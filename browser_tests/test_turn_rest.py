@@ -221,3 +221,35 @@ def test_a_refused_configuration_stops_the_start(open_peer: Callable[..., Peer],
     assert peer.text(".wr-error") == REFUSAL
     assert peer.eval("(root) => root.__webrtc.pc === null")
     assert broken.stream_server is not None and len(broken.stream_server) == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_rate_limited_start_is_retried(open_peer: Callable[..., Peer]) -> None:
+    """A second Start within the session's rate limit gets ``too_many_requests`` from
+    ``rtc_config``; the client waits the server's ``retry_after`` and retries, and the
+    stream starts instead of showing the error."""
+    from webrtc_ref.ice import Rate, RTCConfigurationSource
+
+    calls: list[float] = []
+
+    def configuration() -> dict[str, Any]:
+        calls.append(0.0)
+        return {"iceServers": []}
+
+    source = RTCConfigurationSource(configuration, per_session=Rate(burst=1, per_minute=60))
+    with gr.Blocks() as demo:
+        video = WebRTC(label="Limited", rtc_configuration=source, elem_id="limited")
+        video.stream(identity, inputs=[video], outputs=[video], concurrency_limit=None)
+    with launched(demo) as url:
+        peer = open_peer(url, root="#limited .webrtc-ref", name="limited")
+        peer.start()
+        assert peer.wait_state("streaming", "error") == "streaming", peer.text(".wr-error")
+        peer.stop()
+        assert peer.wait_state("idle") == "idle"
+        peer.start()  # within a second: the bucket is empty
+        assert peer.wait_state("streaming", "error", timeout=15) == "streaming", peer.text(
+            ".wr-error"
+        )
+        peer.wait_first_media()
+        assert len(calls) == 2  # the refused call never reached the function
+        peer.stop()

@@ -268,6 +268,8 @@ function endOf(reason, timeLimit) {
       return ["ended", "The server hung up."];
     case "server_shutdown":
       return ["ended", "The server stopped the stream."];
+    case "server_draining":
+      return ["ended", "This server is restarting: the stream was ended. Press Start again to continue."];
     case "client_closed":
       return ["ended", "Stopped."];
     case "error":
@@ -470,6 +472,13 @@ export class Connection {
       // Right after our own Stop the server may not have freed our previous slot yet.
       if (code === "concurrency_limit_reached" && attempt < LIMIT_RETRIES && Date.now() - lastStopAt < LIMIT_RETRY_WINDOW_MS) {
         await sleep(300 * (attempt + 1));
+        this._check();
+        continue;
+      }
+      // Rate limited: retry after the server's retry_after (at most 5 s).
+      if (code === "too_many_requests" && attempt < LIMIT_RETRIES) {
+        const after = Number(reply.meta && reply.meta.retry_after) || 0.5 * 2 ** attempt;
+        await sleep(Math.min(5, Math.max(0.2, after)) * 1000);
         this._check();
         continue;
       }

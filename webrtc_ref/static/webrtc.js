@@ -378,12 +378,20 @@ async function gradioSignal(body) {
 
 // The RTCConfiguration of one connection, from the server (rtc_configuration is a function
 // there).
+// A rate-limited request (too_many_requests) is retried after the server's retry_after
+// (at most 5 s each, 3 retries) before the error is shown.
 async function fetchRtcConfiguration(webrtcId) {
   let reply;
-  try {
-    reply = await server.rtc_config({ webrtc_id: webrtcId });
-  } catch (err) {
-    reply = undefined;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      reply = await server.rtc_config({ webrtc_id: webrtcId });
+    } catch (err) {
+      reply = undefined;
+    }
+    const meta = isObject(reply) && isObject(reply.meta) ? reply.meta : {};
+    if (meta.error !== "too_many_requests" || attempt >= 3) break;
+    const wait = Math.min(5, Math.max(0.2, Number(meta.retry_after) || 1));
+    await new Promise((resolve) => setTimeout(resolve, wait * 1000));
   }
   if (isObject(reply) && isObject(reply.rtc_configuration)) return reply.rtc_configuration;
   if (!isObject(reply)) {
