@@ -642,6 +642,40 @@ const api = {
 element.__webrtc = api;
 root.__webrtc = api;
 
+// Gradio's frame around the component (its Block and BlockLabel), made to fit it:
+// - the label's icon is Gradio's HTML-component chip ("</>"); show what the component
+//   captures (a microphone, a camera, or both) instead;
+// - inside a gr.Group, the Group's rule resets the Block's border width to "medium" while
+//   the Block keeps an inline solid style: a 3 px dark frame. The theme's own width (0 in a
+//   Group, the block border elsewhere) is what the Block meant.
+const LABEL_ICONS = {
+  audio: "M12 15a3 3 0 0 0 3-3V6a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.92V22h2v-3.08A7 7 0 0 0 19 12z",
+  video: "M17 10.5V7a1 1 0 0 0-1-1H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12a1 1 0 0 0 1-1v-3.5l4 4v-11z",
+};
+function fitGradioFrame() {
+  const block = element.closest(".block");
+  if (!block) return;
+  if (!block.style.borderWidth) block.style.borderWidth = "var(--block-border-width)";
+  const svg = block.querySelector('[data-testid="block-label"] svg');
+  if (!svg || svg.dataset.wrIcon) return;
+  const modality = cfg().modality;
+  const paths = modality === "audio-video" ? [LABEL_ICONS.video, LABEL_ICONS.audio] : [LABEL_ICONS[modality === "audio" ? "audio" : "video"]];
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.dataset.wrIcon = modality;
+  svg.replaceChildren(
+    ...paths.map((d, i) => {
+      const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+      path.setAttribute("fill", "currentColor");
+      path.setAttribute("d", d);
+      // audio-video: a small camera and a small microphone side by side
+      if (paths.length > 1) path.setAttribute("transform", i ? "translate(12.5 5) scale(0.55)" : "translate(-1 5) scale(0.6)");
+      return path;
+    }),
+  );
+}
+
+fitGradioFrame();
 layout();
 setState("idle");
 refreshDevices();
