@@ -196,8 +196,10 @@ class ClientPeer:
         """Wait until the peer connection is connected and, if this peer has a data
         channel, that channel is open (so messages the server sends from now on arrive)."""
         await async_wait_until(
-            lambda: self.pc.connectionState == "connected"
-            and (self.channel is None or self.channel.readyState == "open"),
+            lambda: (
+                self.pc.connectionState == "connected"
+                and (self.channel is None or self.channel.readyState == "open")
+            ),
             timeout,
             "connectionState connected and the data channel open",
         )
