@@ -51,6 +51,7 @@ FASTRTC_PREFIXES: dict[str, str] = {
     "fastrtc-audio-video": "FAV",
     "fastrtc-utils": "FUTL",
     "fastrtc-ice": "FICE",
+    "fastrtc-stream": "FSTR",
 }
 #: One citation of the fastrtc profile: a page of fastrtc 0.0.34's documentation (as kept
 #: in the reference copy, e.g. ``fastrtc reference/stream_handlers.md §AsyncStreamHandler``)

@@ -108,8 +108,10 @@ def render_markdown(runs: Sequence[dict[str, Any]], catalogue: Catalogue | None 
         "documentation about its handler API (AsyncStreamHandler, start_up, CloseStream, "
         "Warning, WebRTCError, get_current_context, ReplyOnPause's startup_fn, "
         "trigger_response, interruption and turn logs, VideoStreamHandler, the audio-video "
-        "modality, the audio utilities, a function as rtc_configuration), each citing the "
-        "page and section it "
+        "modality, the audio utilities, a function as rtc_configuration) and its `Stream` "
+        "class (its parameters, `.ui`, `.mount(app)` with the `/webrtc/offer` route and "
+        "trickled candidates, the `set_input` and `output_stream` hooks, the failure "
+        "replies, the concurrency and time limits), each citing the page and section it "
         "comes from. Each implementation runs in its own virtual environment with its "
         "pinned dependencies (see [Adding an implementation](adding-an-implementation.md)).",
         "",
@@ -124,9 +126,11 @@ def render_markdown(runs: Sequence[dict[str, Any]], catalogue: Catalogue | None 
         "Every implementation is driven the same way: the suite builds the app the user guide "
         "would write with that implementation's classes, launches it on 127.0.0.1 and talks "
         "to it like its own browser client (real aiortc peer connections, the `offer` "
-        "server function, the `tick`/`state_change` events). A few requirements measure "
+        "server function, the `tick`/`state_change` events); the `Stream` requirements "
+        "(FSTR) mount each stream on a FastAPI app served by uvicorn on 127.0.0.1 and "
+        "talk to it like fastrtc's documented JavaScript client. A few requirements measure "
         "time (AUD-005, VID-007, VID-013, VID-014, HND-007, ROP-009, FHND-005, FROP-004, "
-        "FROP-005, FVID-001, FVID-003, FAV-006, FAV-007); their thresholds "
+        "FROP-005, FVID-001, FVID-003, FAV-006, FAV-007, FSTR-014, FSTR-015); their thresholds "
         "are generous, but a heavily loaded machine can still move them.",
         "",
         "## Runs",

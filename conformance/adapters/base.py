@@ -48,6 +48,7 @@ CAPABILITIES: frozenset[str] = frozenset(
         "reply_on_pause",  # ReplyOnPause works offline (its pause detector is available)
         "additional_outputs",  # AdditionalOutputs + on_additional_outputs
         "fastrtc",  # fastrtc's handler API (the fastrtc profile): FastrtcApi's names
+        "stream",  # fastrtc's Stream: .ui, .mount(app), set_input, output_stream
     }
 )
 
@@ -301,6 +302,48 @@ class Adapter(ABC):
         self.require("fastrtc")
         return FastrtcApi.from_module(self.module)
 
+    # -- fastrtc's Stream (the fastrtc profile's FSTR requirements) ------------------------
+    def stream_class(self) -> Any:
+        """The package's ``Stream`` class (:class:`NotExported` if it has none);
+        :class:`Unsupported` unless the adapter claims ``stream``."""
+        self.require("stream")
+        return exported(self.module, "Stream")
+
+    def make_stream(self, handler: Any, **kwargs: Any) -> Any:
+        """``Stream(handler=handler, **kwargs)`` as fastrtc's documentation writes it."""
+        with _LAUNCH_LOCK:  # it builds a gr.Blocks (.ui): one at a time, as serve() does
+            _ensure_event_loop()
+            return self.stream_class()(handler=handler, **kwargs)
+
+    def mount(self, stream: Any, app: Any, path: str = "") -> None:
+        """``stream.mount(app, path)``: the stream's routes on the FastAPI ``app``."""
+        stream.mount(app, path=path)
+
+    def set_input(self, stream: Any, webrtc_id: str, *args: Any) -> None:
+        """The input hook, ``stream.set_input(webrtc_id, *args)``."""
+        stream.set_input(webrtc_id, *args)
+
+    def output_stream(self, stream: Any, webrtc_id: str) -> Any:
+        """The output hook, ``stream.output_stream(webrtc_id)`` (an async iterator of
+        ``AdditionalOutputs``; iterated on the app's loop, in a route)."""
+        return stream.output_stream(webrtc_id)
+
+    def ui_of(self, stream: Any) -> Any:
+        """``stream.ui``."""
+        return stream.ui
+
+    def set_ui(self, stream: Any, blocks: Any) -> None:
+        """``stream.ui = blocks``."""
+        stream.ui = blocks
+
+    def server_remote_candidates(self, stream: Any, webrtc_id: str) -> set[tuple[str, int, str]]:
+        """(ip, port, type) of every remote candidate the ICE agent of the server's peer
+        connection for ``webrtc_id`` knows (``"host"`` for a signalled host candidate,
+        ``"prflx"`` for one learnt from a connectivity check): an implementation detail
+        only the adapter knows; the trickle requirements look for the trickled candidates
+        there. Default: none known."""
+        return set()
+
     def require(self, *capabilities: str) -> None:
         """Raise :class:`Unsupported` (with the adapter's reason) unless all are claimed."""
         for capability in capabilities:
@@ -496,6 +539,46 @@ def launched(blocks: Any, host: str = "127.0.0.1", *, show_error: bool = True) -
         yield f"http://{host}:{port}"
     finally:
         blocks.close()
+
+
+@contextlib.contextmanager
+def served_app(
+    app: Any, host: str = "127.0.0.1", *, start_timeout: float = 20.0, stop_timeout: float = 5.0
+) -> Iterator[str]:
+    """Serve the ASGI ``app`` (a FastAPI app with mounted streams) with uvicorn on a free
+    loopback port, in a thread of its own (its own event loop); yield its URL; stop it.
+
+    Stopping waits for open responses at most 3 s (uvicorn's graceful shutdown), then for
+    the thread at most ``stop_timeout`` seconds: an implementation whose user code still
+    blocks a worker of that loop's executor (the guide's EchoHandler waits in
+    ``queue.get()`` for ever) holds the loop's closing, and its daemon thread is left
+    behind (the suite reports such threads when it exits).
+    """
+    import uvicorn
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=free_port(host),
+            log_level="warning",
+            timeout_graceful_shutdown=3,
+        )
+    )
+    thread = threading.Thread(target=server.run, name="conformance-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("uvicorn did not start serving the app")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(stop_timeout)
 
 
 def stream_ids(streams: Sequence[ServedStream]) -> list[int]:

@@ -170,6 +170,59 @@ DEFECTS: dict[str, tuple[str, tuple[str, ...]]] = {
         "audio and video shared one worker)",
         ("FAV-006",),
     ),
+    # Stream (the fastrtc profile)
+    "stream_attribute_lost": ("Stream.event_handler is None, not the handler", ("FSTR-001",)),
+    "stream_modes_unchecked": (
+        "Stream accepts any mode and modality (it is built with valid ones and keeps the "
+        "given names)",
+        ("FSTR-002",),
+    ),
+    "stream_ui_empty": ("Stream.ui is an empty gr.Blocks", ("FSTR-003",)),
+    "stream_audio_muted": (
+        "an audio Stream's connections play silence instead of what emit returns",
+        ("FSTR-004",),
+    ),
+    "stream_video_unprocessed": (
+        "a video Stream without additional inputs echoes the client's frames without "
+        "calling its handler (fastrtc's departure)",
+        ("FSTR-005",),
+    ),
+    "stream_routes_at_root": (
+        "mount(app, path) also mounts the routes without the prefix",
+        ("FSTR-006",),
+    ),
+    "trickle_refused": (
+        "trickled candidates get a failure reply (invalid_candidate)",
+        ("FSTR-007", "FSTR-008"),
+    ),
+    "early_candidates_dropped": (
+        "a candidate posted before its offer is acknowledged and dropped",
+        ("FSTR-008",),
+    ),
+    "stream_set_input_ignored": (
+        "Stream.set_input does nothing",
+        # FSTR-010's handler waits for the input the hook never delivers
+        ("FSTR-009", "FSTR-010"),
+    ),
+    "stream_dialect_gradio": (
+        "connections made through the route get the Gradio page's 'tick' and 'change' "
+        "instead of send_input and fetch_output",
+        ("FSTR-010", "FSTR-012"),
+    ),
+    "stream_outputs_dropped": ("Stream.output_stream yields nothing", ("FSTR-011",)),
+    "bad_offer_http_422": (
+        "an offer body that is not an object with a webrtc_id gets HTTP 422 (fastrtc's "
+        "pydantic validation)",
+        ("FSTR-013",),
+    ),
+    "stream_limit_ignored": (
+        "Stream's concurrency_limit is kept as an attribute but not applied",
+        ("FSTR-014",),
+    ),
+    "stream_time_limit_ignored": (
+        "Stream's time_limit is kept as an attribute but not applied",
+        ("FSTR-015",),
+    ),
 }
 
 
@@ -592,12 +645,148 @@ def _broken_fastrtc_api(api: Any, defects: tuple[str, ...]) -> Any:
     return dataclasses.replace(api, **changes) if changes else api
 
 
+def _muted(handler: Any) -> Any:
+    """``handler`` (a StreamHandler) whose copies' emitted audio is silence."""
+    original = handler.copy
+
+    def copy() -> Any:
+        clone = original()
+        emit = clone.emit
+
+        def silent() -> Any:
+            item = emit()
+            if isinstance(item, tuple) and len(item) >= 2 and isinstance(item[1], np.ndarray):
+                return (item[0], np.zeros_like(item[1]), *item[2:])
+            return item
+
+        clone.emit = silent
+        return clone
+
+    handler.copy = copy
+    return handler
+
+
+def _identity(frame: Any) -> Any:
+    return frame
+
+
+async def _nothing_yielded(webrtc_id: str) -> Any:
+    for _ in ():
+        yield None
+
+
+def _broken_stream(
+    make: Callable[..., Any], handler: Any, kwargs: dict[str, Any], defects: tuple[str, ...]
+) -> Any:
+    """webrtc_ref's ``Stream(handler=handler, **kwargs)`` (``make``) with the Stream
+    defects."""
+    import dataclasses
+
+    from webrtc_ref.handlers import StreamHandler
+    from webrtc_ref.signaling import INVALID_CANDIDATE, failure
+
+    given = dict(kwargs)
+    mode = kwargs.get("mode", "send-receive")
+    modality = kwargs.get("modality", "video")
+    if "stream_modes_unchecked" in defects:
+        valid_mode = mode in ("send-receive", "send", "receive")
+        valid_modality = modality in ("audio", "video", "audio-video")
+        if not valid_mode or not valid_modality or modality == "audio-video":
+            kwargs["mode"] = "send-receive"
+        if not valid_modality:
+            kwargs["modality"] = "video"
+    real_handler = handler
+    if (
+        "stream_video_unprocessed" in defects
+        and modality == "video"
+        and mode == "send-receive"
+        and not kwargs.get("additional_inputs")
+        and callable(handler)
+    ):
+        real_handler = _identity
+    if (
+        "stream_audio_muted" in defects
+        and modality == "audio"
+        and isinstance(handler, StreamHandler)
+    ):
+        _muted(handler)
+    if "stream_limit_ignored" in defects:
+        kwargs["concurrency_limit"] = None
+    if "stream_time_limit_ignored" in defects:
+        kwargs["time_limit"] = None
+    stream = make(handler=real_handler, **kwargs)
+    # what the Stream says about itself is what it was given
+    stream.event_handler = handler
+    stream.mode, stream.modality = mode, modality
+    if "concurrency_limit" in given:
+        stream.concurrency_limit = given["concurrency_limit"]
+    if "time_limit" in given:
+        stream.time_limit = given["time_limit"]
+    if "stream_attribute_lost" in defects:
+        stream.event_handler = None
+    if "stream_ui_empty" in defects:
+        import gradio as gr
+
+        stream._ui = gr.Blocks()
+    if "trickle_refused" in defects:
+
+        async def refuse(body: Any) -> Any:
+            return failure(INVALID_CANDIDATE, "candidates are not taken")
+
+        stream._candidate = refuse
+    if "early_candidates_dropped" in defects:
+        stream._held.hold = lambda webrtc_id, body: True
+    if "stream_set_input_ignored" in defects:
+        stream.set_input = lambda webrtc_id, *args: None
+    if "stream_dialect_gradio" in defects:
+        offer = stream.server.offer
+
+        async def gradio_dialect(body: Any, client: Any = None) -> Any:
+            if client is not None:
+                client = dataclasses.replace(client, dialect="gradio_webrtc")
+            return await offer(body, client)
+
+        stream.server.offer = gradio_dialect
+    if "stream_outputs_dropped" in defects:
+        stream.output_stream = _nothing_yielded
+    if "bad_offer_http_422" in defects:
+        route = stream._offer_route
+
+        async def validating(request: Any) -> Any:
+            import json
+
+            from fastapi.responses import JSONResponse
+
+            raw = await request.body()  # cached: the route reads it again
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            if not isinstance(body, dict) or "webrtc_id" not in body:
+                return JSONResponse({"detail": "validation error"}, status_code=422)
+            return await route(request)
+
+        stream._offer_route = validating
+    return stream
+
+
 class BrokenAdapter(WebrtcRefAdapter):
     """webrtc_ref with the defects listed in :data:`DEFECTS`."""
 
     name = "broken"
     #: broken is webrtc_ref: its deliberate departures are webrtc_ref's (expectation file)
     expectations = "webrtc_ref"
+
+    def make_stream(self, handler: Any, **kwargs: Any) -> Any:
+        defects = active_defects()
+        _patch(defects)
+        make = super().make_stream
+        return _broken_stream(make, handler, kwargs, defects)
+
+    def mount(self, stream: Any, app: Any, path: str = "") -> None:
+        super().mount(stream, app, path)
+        if "stream_routes_at_root" in active_defects() and path:
+            super().mount(stream, app, "")
 
     def fastrtc_api(self) -> Any:
         defects = active_defects()

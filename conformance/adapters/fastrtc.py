@@ -47,6 +47,11 @@ class FastrtcAdapter(Adapter):
         assert reply.status == 200, f"turn: HTTP {reply.status}: {str(reply.body)[:200]}"
         return reply.body
 
+    def server_remote_candidates(self, stream: Any, webrtc_id: str) -> set[tuple[str, int, str]]:
+        from conformance.adapters.webrtc_ref import _remote_candidates
+
+        return _remote_candidates(stream.pcs.get(webrtc_id))  # its peer connections by id
+
     def version(self) -> str:
         from importlib.metadata import version
 

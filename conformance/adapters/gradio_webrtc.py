@@ -19,7 +19,12 @@ class GradioWebrtcAdapter(Adapter):
 
     name = "gradio_webrtc"
     module = "gradio_webrtc"
-    capabilities = CAPABILITIES - {"reply_on_pause", "fastrtc", "audio-video.send-receive"}
+    capabilities = CAPABILITIES - {
+        "reply_on_pause",
+        "fastrtc",
+        "audio-video.send-receive",
+        "stream",
+    }
     unsupported = {  # noqa: RUF012
         "reply_on_pause": (
             "ReplyOnPause downloads its Silero VAD model from the Hugging Face hub at "
@@ -29,6 +34,7 @@ class GradioWebrtcAdapter(Adapter):
         "audio-video.send-receive": (
             "it has no audio-video modality (no AudioVideoStreamHandler; fastrtc added it)"
         ),
+        "stream": "it has no Stream class (fastrtc added it)",
     }
     periodic_ticks = True
     tick_on_open = False

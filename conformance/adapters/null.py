@@ -2,8 +2,9 @@
 
 Its ``WebRTC`` is a plain ``gr.HTML`` that accepts every argument and registers nothing,
 so apps build and launch but there is no ``offer`` server function, no validation and no
-media. It claims every capability, so every requirement is tried, and the meta tests
-check that it fails them: a suite that passes ``null`` proves nothing.
+media; its module exports no ``Stream`` (``Adapter.make_stream`` fails, as the fastrtc
+profile's FSTR tests must). It claims every capability, so every requirement is tried, and
+the meta tests check that it fails them: a suite that passes ``null`` proves nothing.
 """
 
 from __future__ import annotations

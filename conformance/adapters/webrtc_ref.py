@@ -7,6 +7,22 @@ from typing import Any
 from conformance.adapters.base import CAPABILITIES, Adapter, Api, exported
 
 
+def _remote_candidates(pc: Any) -> set[tuple[str, int, str]]:
+    """(ip, port, type) of the remote candidates the ICE agents of ``pc`` (an aiortc
+    RTCPeerConnection, or None) know."""
+    found: set[tuple[str, int, str]] = set()
+    if pc is None:
+        return found
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        if transport is not None:
+            found |= {(c.ip, c.port, c.type) for c in transport.transport.getRemoteCandidates()}
+    sctp = pc.sctp
+    if sctp is not None:
+        found |= {(c.ip, c.port, c.type) for c in sctp.transport.transport.getRemoteCandidates()}
+    return found
+
+
 class WebrtcRefAdapter(Adapter):
     """webrtc_ref from this repository (Gradio 6)."""
 
@@ -30,6 +46,10 @@ class WebrtcRefAdapter(Adapter):
         body = reply.body
         assert reply.status == 200 and isinstance(body, dict), f"rtc_config: {body!r}"[:300]
         return body.get("rtc_configuration", body)
+
+    def server_remote_candidates(self, stream: Any, webrtc_id: str) -> set[tuple[str, int, str]]:
+        connection = stream.server.connection(webrtc_id)
+        return _remote_candidates(connection.pc if connection is not None else None)
 
     def version(self) -> str:
         from webrtc_ref import __version__
