@@ -10,6 +10,9 @@ connection and the connection's current tag input.
 - spread and routing: six browsers land 2/2/2; each browser's outputs come from the
   replica its cookie names, for its own connection, with its own tag (a changed tag shows
   in a later output), and it hears only its own tone;
+- drain (SIGTERM): HAProxy sees the replica's agent say ``drain`` and sends it no new
+  browsers; its live sessions keep their media, inputs and outputs; a new stream there
+  gets ``server_draining``;
 - a replica crash (SIGKILL): the other replicas' sessions keep their audio (no gap over
   250 ms); HAProxy marks the dead replica down; a browser whose cookie names it is sent
   to a survivor and streams there.
@@ -323,6 +326,69 @@ async def test_turn_rest_relay_through_either_coturn(
                     assert browser.turn_username in log, (i, browser.turn_username)
 
 
+@pytest.fixture
+def drain_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of its own for the drain test, with a long drain grace."""
+    with Cluster(
+        "cluster_tests.replica_app:build",
+        replicas=REPLICAS,
+        workdir=tmp_path / "cluster",
+        env={"WEBRTC_REF_DRAIN_GRACE": "60"},
+    ) as running:
+        yield running
+
+
+async def test_a_draining_replica_keeps_its_sessions_and_gets_no_new_browsers(
+    drain_cluster: Cluster,
+) -> None:
+    """SIGTERM one replica: its agent says ``drain``, so HAProxy sends it no new browsers
+    while the browsers pinned to it still reach it; its live sessions keep their media,
+    inputs and outputs; a new stream there is refused with ``server_draining``."""
+    cluster = drain_cluster
+    async with opened_browsers(cluster.url) as browsers:
+        pinned = [await b.load_page() for b in browsers]
+        peers = await asyncio.gather(*(b.stream(f"tag-{b.index}") for b in browsers))
+        for peer in peers:
+            assert await peer.recorders["audio"].wait_for_samples(24000, 10 * TIMEOUT_SCALE)
+        victim = pinned[0]
+        drained_at = time.time()
+        cluster.drain(victim)
+        await async_wait_until(
+            lambda: cluster.server_states().get(victim, "").startswith("DRAIN"),
+            10,
+            f"HAProxy to see {victim} draining",
+        )
+        staying = [(b, p) for b, p, r in zip(browsers, peers, pinned, strict=True) if r == victim]
+        assert len(staying) == BROWSERS // REPLICAS
+        for browser, peer in staying:
+            await peer.set_inputs([f"drain-{browser.index}"])
+            report = await wait_report(
+                browser,
+                lambda r, i=browser.index: r[2] == f"drain-{i}",
+                "a changed tag on the draining replica",
+            )
+            assert report == [victim, peer.webrtc_id, f"drain-{browser.index}"], report
+            await async_wait_until(
+                lambda p=peer: p.recorders["audio"].frames[-1][2] > drained_at + 2,
+                10,
+                "audio 2 s into the drain",
+            )
+            assert largest_gap_after(peer, drained_at) < 0.25
+        # A browser pinned to the draining replica starting another stream is refused.
+        browser, _ = staying[0]
+        assert browser.wire is not None
+        extra = browser.wire.peer(send=ToneAudioTrack(500.0, 0.3), inputs=["late"])
+        reply = await extra.connect()
+        assert isinstance(reply.body, dict), reply.body
+        assert reply.body.get("meta", {}).get("error") == "server_draining", reply.body
+        await extra.close()
+        # New browsers land on the other replicas only.
+        async with opened_browsers(cluster.url) as newcomers:
+            landed = [await b.load_page() for b in newcomers]
+        assert victim not in landed, landed
+        assert cluster.replica(victim).process.poll() is None  # still serving its sessions
+
+
 def test_configuration_refuses_what_cannot_route() -> None:
     """No replicas, a name twice, or a replica count below one are refused up front."""
     from webrtc_ref.cluster import haproxy_config, load_app
@@ -339,3 +405,7 @@ def test_configuration_refuses_what_cannot_route() -> None:
     assert f"cookie {COOKIE} insert indirect nocache" in config
     assert "server r2 127.0.0.1:8002 cookie r2 check" in config
     assert "option redispatch" in config
+    with pytest.raises(ValueError, match="1 agent ports for 2 replicas"):
+        haproxy_config(8000, [("r1", 8001), ("r2", 8002)], agent_ports=[9001])
+    with_agents = haproxy_config(8000, [("r1", 8001), ("r2", 8002)], agent_ports=[9001, 9002])
+    assert "cookie r2 check agent-check agent-port 9002 agent-inter 1s" in with_agents

@@ -59,6 +59,7 @@ def haproxy_config(
     host: str = "127.0.0.1",
     health_path: str = "/",
     stats_socket: Path | None = None,
+    agent_ports: Sequence[int] | None = None,
 ) -> str:
     """HAProxy's configuration for ``replicas`` ((name, port) on ``host``) behind
     ``host:port``.
@@ -72,15 +73,22 @@ def haproxy_config(
       redispatch``; a connection refused is retried elsewhere too).
     - Timeouts: Gradio's queue keeps a server-sent-events response open for as long as the
       page is, with a heartbeat every 15 s; ``timeout server``/``client`` must outlast it.
+    - Load and drain (``agent_ports``, one per replica): HAProxy asks each replica's
+      agent-check responder (``webrtc_ref.metrics``) every second; ``ready N%`` scales its
+      weight by its free capacity, ``drain`` gives it no new browsers while the browsers
+      pinned to it still reach it, ``maint`` takes it out.
     """
     if not replicas:
         raise ValueError("replicas must name at least one (name, port)")
     names = [name for name, _ in replicas]
     if len(set(names)) != len(names):
         raise ValueError(f"replica names must be unique; got {names}")
+    if agent_ports is not None and len(agent_ports) != len(replicas):
+        raise ValueError(f"{len(agent_ports)} agent ports for {len(replicas)} replicas")
     servers = "\n".join(
         f"    server {name} {host}:{replica_port} cookie {name} check"
-        for name, replica_port in replicas
+        + (f" agent-check agent-port {agent_ports[i]} agent-inter 1s" if agent_ports else "")
+        for i, (name, replica_port) in enumerate(replicas)
     )
     stats = f"    stats socket {stats_socket} mode 600 level admin\n" if stats_socket else ""
     return f"""global
@@ -133,6 +141,7 @@ class Replica:
 
     name: str
     port: int
+    agent_port: int
     process: subprocess.Popen[bytes]
     log: Path
 
@@ -216,6 +225,7 @@ class Cluster:
                     self.port,
                     [(r.name, r.port) for r in self.members],
                     stats_socket=self.stats_socket,
+                    agent_ports=[r.agent_port for r in self.members],
                 ),
                 encoding="utf-8",
             )
@@ -234,7 +244,7 @@ class Cluster:
 
     def _spawn_replica(self, name: str) -> Replica:
         assert self.workdir is not None
-        port = free_port()
+        port, agent_port = free_port(), free_port()
         log_path = self.workdir / f"{name}.log"
         log = log_path.open("wb")
         env = {
@@ -245,7 +255,7 @@ class Cluster:
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "webrtc_ref.cluster", "--app", self.app]
-            + ["--name", name, "--port", str(port)]
+            + ["--name", name, "--port", str(port), "--agent-port", str(agent_port)]
             + (["--loopback-ice"] if self.loopback_ice else []),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -253,7 +263,7 @@ class Cluster:
             start_new_session=True,
         )
         log.close()
-        return Replica(name, port, process, log_path)
+        return Replica(name, port, agent_port, process, log_path)
 
     def _wait(self, ready: Any, deadline: float, replica: Replica | None) -> None:
         process = replica.process if replica else self.balancer
@@ -279,6 +289,12 @@ class Cluster:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(replica.process.pid, signal.SIGKILL)
         replica.process.wait(10)
+
+    def drain(self, name: str) -> None:
+        """SIGTERM replica ``name``: it drains (no new streams; ``server_draining``), its
+        agent says ``drain`` so HAProxy sends it no new browsers, and it stops when its
+        last session ends or its drain grace (``WEBRTC_REF_DRAIN_GRACE``) is over."""
+        os.kill(self.replica(name).process.pid, signal.SIGTERM)
 
     def server_states(self) -> dict[str, str]:
         """HAProxy's view of each replica (``UP``, ``DOWN``, ``MAINT``, ``NOLB``, ...),
@@ -346,6 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(
+        "--agent-port",
+        type=int,
+        default=None,
+        help="serve HAProxy's agent check on 127.0.0.1:PORT (free capacity, drain)",
+    )
+    parser.add_argument(
         "--loopback-ice",
         action="store_true",
         help="gather ICE host candidates on 127.0.0.1 only (every client on this machine)",
@@ -355,6 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = load_app(args.app)
     print(f"replica {args.name}: {args.app} on http://{args.host}:{args.port}", flush=True)
     with contextlib.ExitStack() as stack:
+        if args.agent_port is not None:
+            from webrtc_ref import metrics
+            from webrtc_ref.component import WebRTC
+
+            components = [b for b in app.blocks.values() if isinstance(b, WebRTC)]
+            if not components:
+                parser.error(f"{args.app} has no WebRTC component to report on")
+            stack.callback(metrics.start_agent_thread(components, port=args.agent_port).close)
         if args.loopback_ice:
             from webrtc_ref.testing import loopback_ice
 

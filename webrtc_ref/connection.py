@@ -35,7 +35,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from webrtc_ref import jitter
 from webrtc_ref.drops import DropCounter
-from webrtc_ref.errors import new_error_id, public_message
+from webrtc_ref.errors import report_handler_error
 from webrtc_ref.handlers import StreamHandler, VideoStreamHandler, encode_message
 from webrtc_ref.jitter import AdaptiveJitterBuffer, JitterBufferChoice
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
@@ -503,17 +503,7 @@ class Connection:
     def report_error(self, where: str, exc: BaseException) -> str:
         """Log ``exc`` with its traceback and an error id; tell the browser (what it may
         see: :mod:`webrtc_ref.errors`). Returns the browser's text. Any thread."""
-        error_id = new_error_id()
-        log.error(
-            "%s: error %s in the stream handler (%s): %s: %s",
-            self.tag,
-            error_id,
-            where,
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-        )
-        message = public_message(exc, error_id, show_error=self.spec.show_error())
+        message = report_handler_error(log, self.tag, where, exc, show_error=self.spec.show_error())
         self.send_message({"type": "error", "message": message, "data": message})
         return message
 

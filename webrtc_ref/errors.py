@@ -10,6 +10,7 @@ or tokens, so by default they stay on the server.
 from __future__ import annotations
 
 import builtins
+import logging
 import secrets
 import sys
 
@@ -75,3 +76,22 @@ def public_message(exc: BaseException, error_id: str, *, show_error: bool) -> st
     if show_error:
         return f"{type(exc).__name__}: {exc}"
     return f"The stream handler failed (error id {error_id}). The server's log has the details."
+
+
+def report_handler_error(
+    log: logging.Logger, tag: str, where: str, exc: BaseException, *, show_error: bool
+) -> str:
+    """Log ``exc`` (raised by user code in ``where``) with its traceback under a new
+    error id, and return the text its client may see (:func:`public_message`). Any
+    thread."""
+    error_id = new_error_id()
+    log.error(
+        "%s: error %s in the stream handler (%s): %s: %s",
+        tag,
+        error_id,
+        where,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+    return public_message(exc, error_id, show_error=show_error)

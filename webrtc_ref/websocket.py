@@ -58,7 +58,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from webrtc_ref.connection import CLOSE_STREAM_SLACK, DIALECT_MESSAGES, SHUTDOWN_WAIT
 from webrtc_ref.drops import DropCounter
-from webrtc_ref.errors import new_error_id, public_message
+from webrtc_ref.errors import report_handler_error
 from webrtc_ref.handlers import StreamHandler, encode_message
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.runner import HandlerRunner
@@ -513,17 +513,7 @@ class WebSocketSession:
     def report_error(self, where: str, exc: BaseException) -> str:
         """Log ``exc`` with an error id and send the client an error message (what it may
         see: :mod:`webrtc_ref.errors`); returns that text. Any thread."""
-        error_id = new_error_id()
-        log.error(
-            "%s: error %s in the stream handler (%s): %s: %s",
-            self.tag,
-            error_id,
-            where,
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-        )
-        message = public_message(exc, error_id, show_error=self.spec.show_error())
+        message = report_handler_error(log, self.tag, where, exc, show_error=self.spec.show_error())
         self.send_message({"type": "error", "message": message, "data": message})
         return message
 
