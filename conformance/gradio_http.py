@@ -121,6 +121,7 @@ class _DependencyState:
     running: int = 0
     queued: list[Any] | None = None
     done: list[asyncio.Future[list[Any] | None]] = field(default_factory=list)
+    runs: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 def apply_diff(value: Any, diff: list[Any]) -> Any:
@@ -295,15 +296,32 @@ class GradioSession:
             if state.queued is not None and not state.running:
                 queued, state.queued = state.queued, None
                 waiting, state.done = state.done, []
-                self._spawn(runner(queued, waiting))
+                self._spawn(runner(queued, waiting), state)
 
-        self._spawn(runner(data, [done]))
+        self._spawn(runner(data, [done]), state)
         return done
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, state: _DependencyState | None = None) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if state is not None:
+            state.runs.add(task)
+            task.add_done_callback(state.runs.discard)
+
+    async def settled(self, dependency: dict[str, Any], timeout: float = 30.0) -> None:
+        """Return once every run of ``dependency`` fired so far, and every trigger queued
+        behind one, has finished (a queued run starts before the one it waits for ends).
+
+        Raises ``TimeoutError`` after ``timeout`` seconds.
+        """
+        state = self._states.get(dependency["id"])
+        deadline = asyncio.get_running_loop().time() + timeout
+        while state is not None and state.runs:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(f"runs of dependency {dependency['id']} still going")
+            await asyncio.wait(set(state.runs), timeout=remaining)
 
     # -- the SSE reader -----------------------------------------------------------------
     def _ensure_reader(self) -> None:

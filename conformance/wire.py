@@ -499,6 +499,13 @@ class WirePeer:
             on_error=lambda exc: self.errors.append(f"tick: {exc}"),
         )
 
+    async def ticks_settled(self, timeout: float = 10.0) -> None:
+        """Return once every ``tick`` fired so far has been answered by the server, so the
+        input values it carried have been delivered (later ticks carry the current ones)."""
+        dependency = await self.wire.app.dependency(self.ids.webrtc, "tick")
+        if dependency is not None:
+            await self.session.settled(dependency, timeout)
+
     async def set_inputs(self, values: list[Any]) -> None:
         """Change the other inputs' values, firing their ``change`` listeners."""
         changed = [i for i, (a, b) in enumerate(zip(self.inputs, values, strict=True)) if a != b]

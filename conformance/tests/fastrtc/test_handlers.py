@@ -416,6 +416,9 @@ def _args_plan(fapi: FastrtcApi, kind: str) -> Plan:
         await peer.connect_ok()
         await eventually(lambda: len(probe.get("args")) >= 1, 8.0)
         await peer.set_inputs([9])
+        # A tick fired before the change (on open, or for the first fetch) still carries
+        # 7; once those have been delivered, every input the server gets carries 9.
+        await peer.ticks_settled()
         probe.add("go")
         await eventually(lambda: len(probe.get("args")) >= 2, 8.0)
         await peer.close()
