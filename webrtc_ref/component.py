@@ -781,7 +781,9 @@ class WebRTC(gr.HTML):
         only used to tag log lines). Returns ``{"rtc_configuration": {...}}`` or a failure
         reply: ``not_configured`` (``rtc_configuration`` is not a function, or no
         :meth:`stream`), ``too_many_requests`` or ``rtc_configuration_failed``
-        (``webrtc_ref.ice``). Never raises.
+        (``webrtc_ref.ice``), or the reply an offer would get now when the stream has no
+        room (``server_draining``, ``server_shutdown``, ``concurrency_limit_reached``:
+        the function is not called). Never raises.
         """
         from webrtc_ref.ice import webrtc_id_of
         from webrtc_ref.signaling import INTERNAL_ERROR, NOT_CONFIGURED, failure
@@ -800,9 +802,13 @@ class WebRTC(gr.HTML):
                 "This WebRTC component has no stream: call .stream(fn, ...) on it "
                 "before launching the app.",
             )
+        client = await _client_of(request)
+        refused = self.stream_server.refusal(client)
+        if refused is not None:  # the offer would be refused: mint no credentials for it
+            return refused
         try:
             return await source.get(
-                await _client_of(request),
+                client,
                 webrtc_id=webrtc_id_of(body),
                 show_error=origin._shows_errors(),
             )

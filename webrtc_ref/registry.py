@@ -136,6 +136,18 @@ class Registry(Generic[T]):
             self._entries[webrtc_id] = _Entry(None, owner, address)
             return superseded.value if superseded is not None else None
 
+    def full_for(self, owner: str | None = None) -> bool:
+        """Whether a new reservation by ``owner`` would now be refused with
+        ``concurrency_limit_reached`` (an owner's pending connection would be superseded,
+        so it does not count). A snapshot: a later :meth:`reserve` decides."""
+        with self._lock:
+            if self.limit is None:
+                return False
+            superseding = owner is not None and any(
+                entry.pending and entry.owner == owner for entry in self._entries.values()
+            )
+            return len(self._entries) - superseding >= self.limit
+
     def attach(self, webrtc_id: str, value: T) -> None:
         """Store the connection object for a reserved id."""
         with self._lock:

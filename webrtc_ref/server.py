@@ -56,6 +56,7 @@ from webrtc_ref.jitter import JitterBufferChoice, JitterStats
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
 from webrtc_ref.registry import DEFAULT_MAX_PENDING_PER_ADDRESS, Registry
 from webrtc_ref.signaling import (
+    CONCURRENCY_LIMIT_REACHED,
     DEFAULT_MAX_OFFER_BYTES,
     HANDLER_ERROR,
     INTERNAL_ERROR,
@@ -386,6 +387,24 @@ class StreamServer:
     @property
     def concurrency_limit(self) -> int | None:
         return self._registry.limit
+
+    def refusal(self, client: Client | None = None) -> dict[str, Any] | None:
+        """The failure reply an offer from ``client`` would get now for lack of room
+        (``server_shutdown``, ``server_draining``, ``concurrency_limit_reached``), or
+        ``None``. For work done before an offer, such as minting a connection's ICE
+        credentials, that is wasted when the offer cannot be admitted. Any thread."""
+        if self._shutting_down:
+            return failure(SERVER_SHUTDOWN, "The server is shutting down; try again in a moment.")
+        if self._draining:
+            return failure(SERVER_DRAINING, DRAINING_MESSAGE)
+        if self._registry.full_for(client.session if client is not None else None):
+            limit = self._registry.limit
+            return failure(
+                CONCURRENCY_LIMIT_REACHED,
+                f"Too many concurrent connections (limit {limit}). Try again when a stream ends.",
+                limit=limit,
+            )
+        return None
 
     async def offer(self, body: object, client: Client | None = None) -> dict[str, Any]:
         """Answer an offer, or explain in a failure reply why not (see the module docstring).

@@ -56,6 +56,13 @@ export function newWebrtcId() {
   return Array.from(bytes, (b) => (b % 36).toString(36)).join("");
 }
 
+/** Whether this page stopped a connection a moment ago, so that a
+ * `concurrency_limit_reached` reply may only mean the server has not yet freed its slot
+ * (worth retrying, as the offer does). */
+export function stoppedRecently() {
+  return Date.now() - lastStopAt < LIMIT_RETRY_WINDOW_MS;
+}
+
 /** The error code and the message to show for a failure reply `{status: "failed", meta}`. */
 export function failureMessage(reply) {
   const meta = isObject(reply) && isObject(reply.meta) ? reply.meta : {};
@@ -470,7 +477,7 @@ export class Connection {
       if (reply.type === "answer" && typeof reply.sdp === "string") return reply;
       const { code, message } = failureMessage(reply);
       // Right after our own Stop the server may not have freed our previous slot yet.
-      if (code === "concurrency_limit_reached" && attempt < LIMIT_RETRIES && Date.now() - lastStopAt < LIMIT_RETRY_WINDOW_MS) {
+      if (code === "concurrency_limit_reached" && attempt < LIMIT_RETRIES && stoppedRecently()) {
         await sleep(300 * (attempt + 1));
         this._check();
         continue;

@@ -379,7 +379,9 @@ async function gradioSignal(body) {
 // The RTCConfiguration of one connection, from the server (rtc_configuration is a function
 // there).
 // A rate-limited request (too_many_requests) is retried after the server's retry_after
-// (at most 5 s each, 3 retries) before the error is shown.
+// (at most 5 s each, 3 retries) before the error is shown; so is a full stream
+// (concurrency_limit_reached) right after this page's own Stop. The server refuses
+// before calling the app's function when an offer could not be admitted anyway.
 async function fetchRtcConfiguration(webrtcId) {
   let reply;
   for (let attempt = 0; ; attempt++) {
@@ -389,8 +391,12 @@ async function fetchRtcConfiguration(webrtcId) {
       reply = undefined;
     }
     const meta = isObject(reply) && isObject(reply.meta) ? reply.meta : {};
-    if (meta.error !== "too_many_requests" || attempt >= 3) break;
-    const wait = Math.min(5, Math.max(0.2, Number(meta.retry_after) || 1));
+    if (attempt >= 3) break;
+    let wait;
+    if (meta.error === "too_many_requests") wait = Math.min(5, Math.max(0.2, Number(meta.retry_after) || 1));
+    // A full stream right after our own Stop: our previous slot may not be free yet.
+    else if (meta.error === "concurrency_limit_reached" && client.stoppedRecently()) wait = 0.3 * (attempt + 1);
+    else break;
     await new Promise((resolve) => setTimeout(resolve, wait * 1000));
   }
   if (isObject(reply) && isObject(reply.rtc_configuration)) return reply.rtc_configuration;

@@ -538,6 +538,49 @@ async def test_the_function_is_called_once_per_request_over_http(app_with: Any) 
         await http.aclose()
 
 
+async def test_no_credentials_are_minted_for_an_offer_that_would_be_refused(
+    app_with: Any, closing: list[ClientPeer]
+) -> None:
+    """While the stream is full (concurrency_limit 1, one live connection) or draining,
+    ``rtc_config`` replies as the offer would and the app's function is not called; the
+    connection's own session may still get a configuration to supersede its pending one."""
+    fn = counting(lambda: GOOD)
+    with gr.Blocks() as demo:
+        webrtc = WebRTC(rtc_configuration=fn)
+        webrtc.stream(echo, inputs=[webrtc], outputs=[webrtc], concurrency_limit=1)
+    with launched(demo) as url:
+        http = GradioApp(url)
+        try:
+            reply = await http.server_fn(webrtc._id, "rtc_config", {"webrtc_id": "a1"}, "s1")
+            assert reply.body == {"rtc_configuration": GOOD} and fn.calls == 1
+            peer = ClientPeer(send=BarcodeVideoTrack(320, 240, fps=15), webrtc_id="a1")
+            closing.append(peer)
+
+            async def signal(body: dict[str, str]) -> Any:
+                return (await http.server_fn(webrtc._id, "offer", body, "s1")).body
+
+            assert (await peer.connect(signal)).get("type") == "answer"
+            await peer.wait_connected(20)
+            reply = await http.server_fn(webrtc._id, "rtc_config", {"webrtc_id": "b1"}, "s2")
+            assert reply.body["meta"]["error"] == "concurrency_limit_reached", reply.body
+            assert reply.body["meta"]["limit"] == 1
+            assert fn.calls == 1
+            await peer.close()
+            stream_server = webrtc.stream_server
+            assert stream_server is not None
+            await async_wait_until(
+                lambda: stream_server.stats().connections == 0, 10, "the slot to be freed"
+            )
+            reply = await http.server_fn(webrtc._id, "rtc_config", {"webrtc_id": "b2"}, "s2")
+            assert reply.body == {"rtc_configuration": GOOD} and fn.calls == 2
+            stream_server.start_drain()
+            reply = await http.server_fn(webrtc._id, "rtc_config", {"webrtc_id": "b3"}, "s2")
+            assert reply.body["meta"]["error"] == "server_draining", reply.body
+            assert fn.calls == 2
+        finally:
+            await http.aclose()
+
+
 # ---------------------------------------------------------------------------- coturn
 
 
