@@ -16,7 +16,6 @@ cancel the closing.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import time
@@ -34,7 +33,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from webrtc_ref import jitter
-from webrtc_ref.drops import DropCounter
+from webrtc_ref.drops import MAX_BACKLOG_BYTES, DropCounter, MessageBacklog
 from webrtc_ref.errors import report_handler_error
 from webrtc_ref.handlers import StreamHandler, VideoStreamHandler, encode_message
 from webrtc_ref.jitter import AdaptiveJitterBuffer, JitterBufferChoice
@@ -180,12 +179,13 @@ class Connection:
         self.pc = RTCPeerConnection(_ice_configuration(spec.ice_servers))
         self.outputs = OutputQueue(tag=self.tag)
         self.channel: RTCDataChannel | None = None
-        self._pending_messages: collections.deque[str] = collections.deque()
         self.message_drops = DropCounter(
             log,
-            f"messages for a data channel that is not open (more than {MAX_PENDING_MESSAGES})",
+            f"messages for a data channel that is not open (more than {MAX_PENDING_MESSAGES} "
+            f"or {MAX_BACKLOG_BYTES} bytes)",
             self.tag,
         )
+        self._pending_messages = MessageBacklog(self.message_drops, MAX_PENDING_MESSAGES)
         self._tasks: set[asyncio.Future[Any]] = set()
         self._timers: list[asyncio.TimerHandle] = []
         #: The browser's tracks by kind (audio-video has one of each).
@@ -459,17 +459,13 @@ class Connection:
             channel.send(text)
         elif not self._closing:
             self._pending_messages.append(text)
-            if len(self._pending_messages) > MAX_PENDING_MESSAGES:
-                self._pending_messages.popleft()
-                self.message_drops.add()
 
     def _flush_messages(self) -> None:
         channel = self.channel
         if channel is None or channel.readyState != "open":
             return
         self._channel_open.set()
-        pending, self._pending_messages = self._pending_messages, collections.deque()
-        for text in pending:
+        for text in self._pending_messages.take_all():
             channel.send(text)
 
     @property

@@ -9,6 +9,7 @@ drops costs one log line, not one per item. The counts feed ``StreamServer.stats
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -63,3 +64,69 @@ class DropCounter:
         self._logger.log(
             self._level, "%s: dropped %d %s (total so far)", self.tag, total, self._what
         )
+
+
+#: Text messages a connection keeps for a client that cannot take them yet.
+MAX_BACKLOG_MESSAGES = 256
+#: Their total size (UTF-8 bytes): a few handler messages of the largest size allowed.
+MAX_BACKLOG_BYTES = 1 << 20
+
+
+class MessageBacklog:
+    """Text messages waiting to be sent, oldest first, bounded by count and by total
+    UTF-8 size; past either bound the oldest are dropped and counted in ``drops``.
+
+    Not thread-safe: the owner touches it from its event loop only.
+    """
+
+    def __init__(
+        self,
+        drops: DropCounter,
+        max_messages: int = MAX_BACKLOG_MESSAGES,
+        max_bytes: int = MAX_BACKLOG_BYTES,
+    ) -> None:
+        self.drops = drops
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._items: collections.deque[tuple[str, int]] = collections.deque()
+        self._bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        """Total UTF-8 size of the messages held."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, text: str) -> None:
+        """Keep ``text``; drop the oldest messages (or ``text`` itself, when it alone is
+        over ``max_bytes``) until both bounds hold."""
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > self.max_bytes:
+            self.drops.add()
+            return
+        self._items.append((text, size))
+        self._bytes += size
+        dropped = 0
+        while len(self._items) > self.max_messages or self._bytes > self.max_bytes:
+            _, old = self._items.popleft()
+            self._bytes -= old
+            dropped += 1
+        self.drops.add(dropped)
+
+    def popleft(self) -> str:
+        """Remove and return the oldest message (``IndexError`` when empty)."""
+        text, size = self._items.popleft()
+        self._bytes -= size
+        return text
+
+    def take_all(self) -> list[str]:
+        """Remove and return every message, oldest first."""
+        items = [text for text, _ in self._items]
+        self.clear()
+        return items
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0

@@ -31,8 +31,9 @@ is strict base64 of at most :data:`MAX_PAYLOAD_S` of audio; audio may not arrive
 than :data:`MAX_AHEAD_S` ahead of real time, nor messages faster than
 :data:`MAX_MESSAGES_PER_S`; ``start`` must come within :data:`START_TIMEOUT`. What waits
 to be sent is bounded: audio by the stream's ``output_buffer_s`` (the handler's worker
-waits beyond it, as with WebRTC), messages by :data:`MAX_QUEUED_MESSAGES` (oldest
-dropped, counted); a client that reads nothing for :data:`SEND_TIMEOUT` is closed.
+waits beyond it, as with WebRTC), messages by :data:`MAX_QUEUED_MESSAGES` and
+``drops.MAX_BACKLOG_BYTES`` (oldest dropped, counted); a client that reads nothing for
+:data:`SEND_TIMEOUT` is closed.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import contextlib
 import fractions
 import json
@@ -57,7 +57,7 @@ from fastapi import WebSocket  # at run time: FastAPI reads the route's annotati
 from starlette.websockets import WebSocketDisconnect
 
 from webrtc_ref.connection import CLOSE_STREAM_SLACK, DIALECT_MESSAGES, SHUTDOWN_WAIT
-from webrtc_ref.drops import DropCounter
+from webrtc_ref.drops import MAX_BACKLOG_BYTES, DropCounter, MessageBacklog
 from webrtc_ref.errors import report_handler_error
 from webrtc_ref.handlers import StreamHandler, encode_message
 from webrtc_ref.outputs import AdditionalOutputs, OutputQueue
@@ -311,12 +311,13 @@ class WebSocketSession:
         self.loop = asyncio.get_running_loop()
         self._loop = self.loop
         self.outputs = OutputQueue(tag=self.tag)
-        self._pending_messages: collections.deque[str] = collections.deque()
         self.message_drops = DropCounter(
             log,
-            f"messages for a client that does not read (more than {MAX_QUEUED_MESSAGES})",
+            f"messages for a client that does not read (more than {MAX_QUEUED_MESSAGES} "
+            f"or {MAX_BACKLOG_BYTES} bytes)",
             self.tag,
         )
+        self._pending_messages = MessageBacklog(self.message_drops, MAX_QUEUED_MESSAGES)
         self.jitter_buffer = None
         self.created_at = time.monotonic()
         self.connected_at: float | None = self.created_at
@@ -471,9 +472,6 @@ class WebSocketSession:
         if self._close_task is not None and self._close_task.done():
             return
         self._pending_messages.append(text)
-        if len(self._pending_messages) > MAX_QUEUED_MESSAGES:
-            self._pending_messages.popleft()
-            self.message_drops.add()
         self._messages_ready.set()
 
     def request_inputs(self) -> None:
