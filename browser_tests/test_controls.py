@@ -15,6 +15,7 @@ from browser_tests.apps import identity
 from browser_tests.helpers import NO_PROCESSING, Peer, poll
 from webrtc_ref import WebRTC
 from webrtc_ref.demos.echo_audio import EchoHandler
+from webrtc_ref.demos.echo_av import EchoAV
 from webrtc_ref.testing import launched
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -43,6 +44,8 @@ def url() -> Iterator[str]:
         audio.stop_recording(lambda: "recording stopped", None, stopped)
         video = WebRTC(label="Video", modality="video", elem_id="video")
         video.stream(identity, inputs=[video], outputs=[video])
+        both = WebRTC(label="Both", modality="audio-video", track_constraints=None, elem_id="both")
+        both.stream(EchoAV(), inputs=[both], outputs=[both])
         plain = WebRTC(label="Plain", modality="video", full_screen=False, elem_id="plain")
         plain.stream(identity, inputs=[plain], outputs=[plain])
     with launched(demo) as served:
@@ -150,3 +153,24 @@ def test_full_screen_toggle(open_peer: Callable[..., Peer], url: str) -> None:
         ".map((e) => e.getAttribute('aria-label') || e.textContent.trim())"
     )
     assert names and all(names), names
+
+
+def test_audio_video_mutes_only_the_audio(open_peer: Callable[..., Peer], url: str) -> None:
+    """audio-video: the microphone toggle silences the echoed sound while the camera track
+    goes on; the speaker toggle mutes the remote <video>, which plays the sound."""
+    peer = open_peer(url, root="#both .webrtc-ref", name="both")
+    assert peer.page.locator(peer.el(".wr-fullscreen")).is_visible()
+    peer.start()
+    assert peer.wait_state("streaming", "error") == "streaming", peer.text(".wr-error")
+    poll(lambda: out_level(peer) > AUDIBLE, 20, "the echo is audible")
+    peer.page.click(peer.el(".wr-mute-mic"))
+    poll(lambda: out_level(peer) < SILENT, 20, "the echo of a muted microphone is silent")
+    sent = peer.eval(
+        "(r) => Object.fromEntries(r.__webrtc.pc.getSenders().filter((s) => s.track)"
+        ".map((s) => [s.track.kind, s.track.enabled]))"
+    )
+    assert sent == {"audio": False, "video": True}, sent
+    peer.page.click(peer.el(".wr-mute-speaker"))
+    assert peer.eval("(r) => r.querySelector('.wr-remote').muted") is True
+    peer.stop()
+    assert peer.wait_state("idle") == "idle"
