@@ -44,7 +44,7 @@ def url() -> Iterator[str]:
         audio.stop_recording(lambda: "recording stopped", None, stopped)
         video = WebRTC(label="Video", modality="video", elem_id="video")
         video.stream(identity, inputs=[video], outputs=[video])
-        both = WebRTC(label="Both", modality="audio-video", track_constraints=None, elem_id="both")
+        both = WebRTC(label="Both", modality="audio-video", elem_id="both")
         both.stream(EchoAV(), inputs=[both], outputs=[both])
         plain = WebRTC(label="Plain", modality="video", full_screen=False, elem_id="plain")
         plain.stream(identity, inputs=[plain], outputs=[plain])
