@@ -393,6 +393,40 @@ def default_track_constraints(modality: str) -> dict[str, Any]:
     return {"audio": dict(DEFAULT_AUDIO_CONSTRAINTS), "video": dict(DEFAULT_VIDEO_CONSTRAINTS)}
 
 
+BUTTON_LABEL_KEYS = ("start", "stop", "waiting")
+DEFAULT_BUTTON_LABELS = {"start": "Start", "stop": "Stop", "waiting": "Connecting…"}
+MAX_BUTTON_LABEL = 100
+
+
+def _button_labels(labels: Any) -> dict[str, str]:
+    """``button_labels`` checked and completed with the defaults: a dict with only the keys
+    ``start``/``stop``/``waiting``, each a string of at most 100 characters (``""`` keeps
+    the default). Raises ``ValueError`` naming the bad key or value."""
+    if labels is None:
+        return dict(DEFAULT_BUTTON_LABELS)
+    if not isinstance(labels, dict):
+        raise ValueError(
+            "button_labels must be None or a dict with the keys 'start', 'stop' and/or "
+            f"'waiting'; got {labels!r}"
+        )
+    unknown = sorted(str(k) for k in labels if k not in BUTTON_LABEL_KEYS)
+    if unknown:
+        raise ValueError(
+            f"button_labels has unknown keys {unknown} in {labels!r}; allowed: 'start', "
+            "'stop', 'waiting'"
+        )
+    result = dict(DEFAULT_BUTTON_LABELS)
+    for key, text in labels.items():
+        if not isinstance(text, str) or len(text) > MAX_BUTTON_LABEL:
+            raise ValueError(
+                f"button_labels[{key!r}] must be a string of at most {MAX_BUTTON_LABEL} "
+                f"characters; got {labels!r}"
+            )
+        if text.strip():
+            result[key] = text
+    return result
+
+
 def _check_nested_constraints(constraints: dict[str, Any]) -> None:
     """audio-video constraints are ``{"audio": dict | bool, "video": dict | bool}``."""
     unknown = sorted(set(constraints) - {"audio", "video"})
@@ -466,6 +500,13 @@ class WebRTC(gr.HTML):
             (``webrtc_ref.jitter.TESTED_AIORTC_VERSIONS``); ``stream()`` raises
             ``RuntimeError`` otherwise. Video frames go to the handler as soon as their
             last packet is in (``webrtc_ref.jitter.EagerVideoJitterBuffer``).
+        button_labels: the text of the buttons, a dict with any of the keys ``"start"``
+            (the start button), ``"stop"`` (the stop button while streaming) and
+            ``"waiting"`` (the stop button while connecting); each a string of at most 100
+            characters. Keys left out (or ``""``) keep the defaults "Start",
+            "Stop" and "Connecting…".
+        full_screen: video and audio-video: show a full-screen toggle button (default
+            ``True``; ``None`` means ``True``). ``False``: no toggle.
         output_buffer_s: seconds of the stream's audio that may wait to be played
             (default 20, at most 300). A generator that yields audio faster than real
             time (text-to-speech) runs this far ahead of playback before it waits, so what
@@ -492,11 +533,14 @@ class WebRTC(gr.HTML):
             ``mode``/``modality`` or an option of the wrong type.
 
     Events: ``tick`` (the browser asks for the inputs' values to be sent to the stream)
-    and ``state_change`` (additional outputs are waiting). Use :meth:`stream` and
-    :meth:`on_additional_outputs` rather than these directly.
+    and ``state_change`` (additional outputs are waiting); use :meth:`stream` and
+    :meth:`on_additional_outputs` rather than these directly. ``start_recording`` fires
+    once a stream is connected (the page shows "streaming") and ``stop_recording`` once
+    that stream has ended (stopped, time limit, error or server end), each once per
+    stream: ``webrtc.start_recording(fn, inputs, outputs)``.
     """
 
-    EVENTS = ["tick", "state_change"]  # type: ignore[assignment]  # noqa: RUF012
+    EVENTS = ["tick", "state_change", "start_recording", "stop_recording"]  # type: ignore[assignment]  # noqa: RUF012
 
     def __init__(
         self,
@@ -521,6 +565,8 @@ class WebRTC(gr.HTML):
         shutdown_timeout: float = 5.0,
         jitter_buffer: Literal["adaptive", "aiortc"] | None = None,
         output_buffer_s: float = 20.0,
+        button_labels: dict[str, str] | None = None,
+        full_screen: bool | None = True,
         show_label: bool | None = None,
         container: bool = True,
         scale: int | None = None,
@@ -579,6 +625,11 @@ class WebRTC(gr.HTML):
         if jitter_buffer is not None:
             jitter_buffer = _one_of("jitter_buffer", jitter_buffer, JITTER_BUFFERS)  # type: ignore[assignment]
         check_output_buffer_s(output_buffer_s)
+        button_labels = _button_labels(button_labels)
+        if full_screen is None:
+            full_screen = True
+        if not isinstance(full_screen, bool):
+            raise ValueError(f"full_screen must be True, False or None; got {full_screen!r}")
         if max_pending_per_address is not None and (
             isinstance(max_pending_per_address, bool)
             or not isinstance(max_pending_per_address, int)
@@ -614,6 +665,8 @@ class WebRTC(gr.HTML):
         self.rtp_params = rtp_params
         self.height = height
         self.width = width
+        self.button_labels = button_labels
+        self.full_screen = full_screen
         self.concurrency_limit: int | None = 1
         self.event_handler: StreamHandler | Callable[..., Any] | None = None
 
@@ -656,6 +709,8 @@ class WebRTC(gr.HTML):
             "rtp_params": self.rtp_params,
             "height": self.height,
             "width": self.width,
+            "button_labels": self.button_labels,
+            "full_screen": self.full_screen,
         }
 
     def _shows_errors(self) -> bool:

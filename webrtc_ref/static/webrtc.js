@@ -41,6 +41,9 @@ const ui = {
   warning: q(".wr-warning"),
   error: q(".wr-error"),
   turn: q(".wr-turn"),
+  muteMic: q(".wr-mute-mic"),
+  muteSpeaker: q(".wr-mute-speaker"),
+  fullScreen: q(".wr-fullscreen"),
 };
 
 // ReplyOnPause's turn events (data-channel "log" messages) -> the turn state shown.
@@ -74,6 +77,10 @@ const S = {
   triggerStarts: [], // receive mode: starts by one half of a trigger, awaiting the other
   switching: null, // the device picker change being applied (see switchDevice())
   starts: { total: 0, early: 0, confirmed: 0 }, // counts, for tests
+  micMuted: false, // the microphone toggle: audio tracks sent are disabled (silence)
+  speakerMuted: false, // the speaker toggle: the remote audio plays muted
+  recording: false, // start_recording fired for the current stream, stop_recording not yet
+  recordingEvents: [], // "start_recording"/"stop_recording" fired (capped), for tests
 };
 
 // ---------------------------------------------------------------- configuration
@@ -101,6 +108,8 @@ function cfg() {
     rtpParams: isObject(props.rtp_params) ? props.rtp_params : {},
     height: props.height,
     width: props.width,
+    labels: buttonLabels(props.button_labels),
+    fullScreen: props.full_screen !== false,
   };
 }
 
@@ -131,6 +140,7 @@ function setState(state, text) {
   ui.device.hidden = !c.sends || ui.device.options.length === 0;
   ui.deviceMic.hidden = c.modality !== "audio-video" || !c.sends || ui.deviceMic.options.length === 0;
   ui.timebar.hidden = !(state === "streaming" && c.timeLimit);
+  updateControls(state, c);
   const fallback = STATUS_TEXT[state] ? STATUS_TEXT[state](c) : "";
   ui.status.textContent = text || fallback;
   element.dispatchEvent(new CustomEvent("webrtc-state", { detail: { state, text: text || fallback } }));
@@ -264,7 +274,10 @@ async function reopenDevice(kind) {
     return;
   }
   if (await conn.replaceLocalStream(stream)) {
-    if (conn === S.conn) showLocal(conn.localStream, c);
+    if (conn === S.conn) {
+      showLocal(conn.localStream, c);
+      applyMicMute();
+    }
   }
 }
 
@@ -296,7 +309,7 @@ function attachRemote(track, stream, c) {
   } else {
     ui.audio.srcObject = stream;
     ui.audio.volume = 1;
-    ui.audio.muted = false;
+    ui.audio.muted = S.speakerMuted;
     ui.audio.play().catch(() => {});
     startMeter(stream, ui.meterOut, "out");
   }
@@ -309,7 +322,7 @@ function attachRemote(track, stream, c) {
 function attachRemoteAudioVideo(track, stream) {
   if (ui.remote.srcObject !== stream) ui.remote.srcObject = stream;
   ui.remote.volume = 1;
-  ui.remote.muted = false;
+  ui.remote.muted = S.speakerMuted;
   ui.remote.play().catch(() => {});
   if (track.kind === "audio") {
     stopMeters("out");
@@ -431,6 +444,7 @@ function callbacks(session, c) {
     onLocalStream: (stream) => {
       if (!live()) return;
       showLocal(stream, c);
+      applyMicMute();
       refreshDevices();
     },
     onTrack: (track, stream) => live() && attachRemote(track, stream, c),
@@ -551,6 +565,102 @@ function start() {
   );
 }
 
+// ---------------------------------------------------------------- controls
+// button_labels, the mute toggles, the full-screen toggle and the start_recording /
+// stop_recording events. Native <button>s: reachable by Tab, operated by Enter and Space.
+
+const DEFAULT_LABELS = { start: "Start", stop: "Stop", waiting: "Connecting…" };
+
+function buttonLabels(value) {
+  const labels = { ...DEFAULT_LABELS };
+  if (isObject(value)) {
+    for (const key of Object.keys(DEFAULT_LABELS)) {
+      if (typeof value[key] === "string" && value[key].trim()) labels[key] = value[key];
+    }
+  }
+  return labels;
+}
+
+function fullScreenSupported() {
+  return typeof root.requestFullscreen === "function" && document.fullscreenEnabled !== false;
+}
+
+function setPressed(button, pressed, label) {
+  button.setAttribute("aria-pressed", pressed ? "true" : "false");
+  button.setAttribute("aria-label", label);
+  button.title = label;
+}
+
+// Called by setState: the buttons' text and which toggles show; the recording events.
+function updateControls(state, c) {
+  const active = state === "connecting" || state === "streaming";
+  ui.start.textContent = c.labels.start;
+  ui.stop.textContent = state === "connecting" ? c.labels.waiting : c.labels.stop;
+  ui.muteMic.hidden = !(c.hasAudio && c.sends && active);
+  ui.muteSpeaker.hidden = !(c.hasAudio && c.receives && active);
+  ui.fullScreen.hidden = !(c.hasVideo && c.fullScreen && fullScreenSupported());
+  if (state === "streaming" && !S.recording) {
+    S.recording = true;
+    fireRecording("start_recording");
+  } else if (state !== "streaming" && S.recording) {
+    S.recording = false;
+    fireRecording("stop_recording");
+  }
+}
+
+function fireRecording(name) {
+  S.recordingEvents.push(name);
+  if (S.recordingEvents.length > 100) S.recordingEvents.splice(0, S.recordingEvents.length - 100);
+  trigger(name);
+}
+
+// Muting the microphone disables the audio tracks being sent: the peer keeps its senders
+// (no renegotiation) and sends silence until unmuted.
+function applyMicMute() {
+  const conn = S.conn;
+  const tracks = new Set();
+  if (conn && conn.localStream) for (const t of conn.localStream.getAudioTracks()) tracks.add(t);
+  if (conn && conn.pc) {
+    for (const sender of conn.pc.getSenders()) {
+      if (sender.track && sender.track.kind === "audio") tracks.add(sender.track);
+    }
+  }
+  for (const track of tracks) track.enabled = !S.micMuted;
+  setPressed(ui.muteMic, S.micMuted, S.micMuted ? "Unmute microphone" : "Mute microphone");
+}
+
+// Muting the speaker mutes the element playing the remote audio (audio: the <audio>;
+// audio-video: the remote <video>); the stream keeps arriving.
+function applySpeakerMute() {
+  ui.audio.muted = S.speakerMuted;
+  if (cfg().modality === "audio-video") ui.remote.muted = S.speakerMuted;
+  setPressed(ui.muteSpeaker, S.speakerMuted, S.speakerMuted ? "Unmute speaker" : "Mute speaker");
+}
+
+function toggleFullScreen() {
+  if (document.fullscreenElement === root) {
+    document.exitFullscreen().catch(() => {});
+  } else {
+    root.requestFullscreen().catch((err) => showWarning("Full screen is not available: " + err.message));
+  }
+}
+
+function onFullScreenChange() {
+  const on = document.fullscreenElement === root;
+  setPressed(ui.fullScreen, on, on ? "Exit full screen" : "Full screen");
+}
+
+ui.muteMic.addEventListener("click", () => {
+  S.micMuted = !S.micMuted;
+  applyMicMute();
+});
+ui.muteSpeaker.addEventListener("click", () => {
+  S.speakerMuted = !S.speakerMuted;
+  applySpeakerMute();
+});
+ui.fullScreen.addEventListener("click", () => toggleFullScreen());
+root.addEventListener("fullscreenchange", onFullScreenChange);
+
 // ---------------------------------------------------------------- wiring
 
 ui.start.addEventListener("click", () => {
@@ -595,6 +705,7 @@ watch("value", () => {
   else start();
 });
 watch(["mode", "modality", "mirror_webcam", "height", "width"], () => layout());
+watch(["button_labels", "full_screen"], () => updateControls(S.state, cfg()));
 
 window.addEventListener("pagehide", () => {
   if (S.conn) teardown();
@@ -639,6 +750,15 @@ const api = {
   messages: S.messages,
   get turns() {
     return S.turns.map((t) => ({ ...t }));
+  },
+  get micMuted() {
+    return S.micMuted;
+  },
+  get speakerMuted() {
+    return S.speakerMuted;
+  },
+  get recordingEvents() {
+    return [...S.recordingEvents];
   },
   config: cfg,
   start,

@@ -129,7 +129,12 @@ def test_signature_defaults() -> None:
 
 def test_construction_state() -> None:
     """Events, concurrency 1, no handler, empty rtp_params (gradio_webrtc's defaults)."""
-    assert [e.event_name for e in WebRTC.EVENTS] == ["tick", "state_change"]
+    assert [e.event_name for e in WebRTC.EVENTS] == [
+        "tick",
+        "state_change",
+        "start_recording",
+        "stop_recording",
+    ]
     w = WebRTC()
     assert w.concurrency_limit == 1
     assert w.event_handler is None
@@ -137,6 +142,7 @@ def test_construction_state() -> None:
     assert w.rtp_params == {}
     assert w.rtc_configuration is None
     assert callable(w.tick) and callable(w.state_change)
+    assert callable(w.start_recording) and callable(w.stop_recording)
 
 
 @pytest.mark.parametrize(
@@ -180,6 +186,12 @@ BAD_OPTIONS: list[tuple[str, Any, str]] = [
     ("height", -1, "positive int (pixels) or a CSS size string"),
     ("width", 1.5, "positive int (pixels) or a CSS size string"),
     ("value", 12, "None or a webrtc_id string"),
+    ("button_labels", "Go", "a dict with the keys 'start', 'stop' and/or 'waiting'"),
+    ("button_labels", {"begin": "Go"}, "allowed: 'start', 'stop', 'waiting'"),
+    ("button_labels", {"start": 3}, "a string of at most 100 characters"),
+    ("button_labels", {"stop": "x" * 101}, "a string of at most 100 characters"),
+    ("full_screen", "yes", "True, False or None"),
+    ("full_screen", 1, "True, False or None"),
 ]
 
 
@@ -238,6 +250,36 @@ def test_config_reaches_the_page() -> None:
     assert config["css_template"] == static_asset("webrtc.css")
     assert "'tick'" in config["js_on_load"] or '"tick"' in config["js_on_load"]
     assert '"state_change"' in config["js_on_load"]
+
+
+def test_ui_options_reach_the_page() -> None:
+    """button_labels (completed with the defaults; blank keeps a default) and full_screen
+    (None means True) are props the page reads; the recording events are in the config."""
+    w = WebRTC(modality="audio", button_labels={"start": "Talk", "waiting": ""})
+    assert w.button_labels == {"start": "Talk", "stop": "Stop", "waiting": "Connecting…"}
+    assert w.full_screen is True
+    config = w.get_config()
+    assert config["props"]["button_labels"] == w.button_labels
+    assert config["props"]["full_screen"] is True
+    assert WebRTC(full_screen=None).full_screen is True
+    off = WebRTC(full_screen=False, button_labels={"stop": "End", "waiting": "Wait"})
+    props = off.get_config()["props"]
+    assert props["full_screen"] is False
+    assert props["button_labels"] == {"start": "Start", "stop": "End", "waiting": "Wait"}
+    script = config["js_on_load"]
+    assert '"start_recording"' in script and '"stop_recording"' in script
+    assert "button_labels" in script and "full_screen" in script
+
+
+def test_recording_events_take_listeners() -> None:
+    """``.start_recording(fn, inputs, outputs)`` registers a Gradio event on the component."""
+    with gr.Blocks() as demo:
+        w = WebRTC(modality="audio")
+        box = gr.Textbox()
+        w.start_recording(lambda: "started", None, box)
+        w.stop_recording(lambda: "stopped", None, box)
+    names = {t[1] for f in demo.fns.values() for t in f.targets if t[0] == w._id}
+    assert {"start_recording", "stop_recording"} <= names
 
 
 def test_server_ice_configuration_is_not_sent_to_the_browser() -> None:
