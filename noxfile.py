@@ -94,6 +94,9 @@ CONFORMANCE_IMPLS: dict[str, list[str] | None] = {
     "gradio_webrtc-0.0.31": ["gradio_webrtc==0.0.31", "gradio==5.9.1", "requests"],
     # onnxruntime: the suite injects webrtc_ref's offline pause detector into ReplyOnPause
     "fastrtc": ["fastrtc==0.0.34", "onnxruntime>=1.17"],
+    # fastrtc's Stream without the Gradio component (it installs the `fastrtc` package);
+    # Gradio 5 only for the suite's gr.Slider / gr.Number additional inputs
+    "fastrtc_compact": ["fastrtc-compact==0.0.1", "gradio==5.50.0", "onnxruntime>=1.17"],
 }
 #: What the suite itself needs in a foreign venv (it is installed there with --no-deps).
 CONFORMANCE_SUITE_DEPS = [

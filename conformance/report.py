@@ -35,6 +35,7 @@ IMPLEMENTATION_ORDER: tuple[str, ...] = (
     "gradio_webrtc",
     "gradio_webrtc-0.0.31",
     "fastrtc",
+    "fastrtc_compact",
 )
 
 

@@ -28,6 +28,7 @@ REGISTRY: dict[str, str] = {
     "gradio_webrtc": "conformance.adapters.gradio_webrtc:GradioWebrtcAdapter",
     "gradio_webrtc-0.0.31": "conformance.adapters.gradio_webrtc:GradioWebrtcAdapter",
     "fastrtc": "conformance.adapters.fastrtc:FastrtcAdapter",
+    "fastrtc_compact": "conformance.adapters.fastrtc_compact:FastrtcCompactAdapter",
     "null": "conformance.adapters.null:NullAdapter",
     "broken": "conformance.adapters.broken:BrokenAdapter",
 }
