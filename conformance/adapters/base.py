@@ -49,6 +49,7 @@ CAPABILITIES: frozenset[str] = frozenset(
         "additional_outputs",  # AdditionalOutputs + on_additional_outputs
         "fastrtc",  # fastrtc's handler API (the fastrtc profile): FastrtcApi's names
         "stream",  # fastrtc's Stream: .ui, .mount(app), set_input, output_stream
+        "component",  # the Gradio WebRTC component itself (its constructor, props, events)
     }
 )
 

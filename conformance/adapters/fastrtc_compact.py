@@ -38,6 +38,7 @@ class FastrtcCompactAdapter(Adapter):
         },
         "additional_outputs": _NO_COMPONENT,
         "reply_on_pause": _NO_COMPONENT,
+        "component": _NO_COMPONENT,
     }
     periodic_ticks = False
     tick_on_open = False

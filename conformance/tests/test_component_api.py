@@ -15,6 +15,13 @@ import pytest
 from conformance.adapters import Adapter, Api
 from conformance.helpers import echo_handler
 
+
+@pytest.fixture(autouse=True)
+def _component(adapter: Adapter) -> None:
+    """These requirements are about the Gradio component: not applicable without one."""
+    adapter.require("component")
+
+
 GUIDE_NAMES = ("WebRTC", "StreamHandler", "ReplyOnPause", "AdditionalOutputs")
 MODES = ("send-receive", "send", "receive")
 MODALITIES = ("audio", "video")
