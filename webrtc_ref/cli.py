@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
         help="run replicas of a demo behind HAProxy on 127.0.0.1 (see docs/deployment.md)",
         description=(
             "Run N replicas of a demo (or module:function returning a gr.Blocks) behind "
-            "HAProxy with cookie persistence, all on 127.0.0.1, until Ctrl-C."
+            "HAProxy with cookie persistence, and a coturn every browser relays its media "
+            "through (TURN REST credentials minted per connection, a random secret per "
+            "run), all on 127.0.0.1, until Ctrl-C or SIGTERM. Needs Debian's haproxy and "
+            "coturn."
         ),
     )
     cluster.add_argument(
@@ -66,28 +69,48 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cluster(app: str, replicas: int, port: int) -> int:
+    """Run :class:`~webrtc_ref.cluster.Cluster` (HAProxy, ``replicas`` replicas of ``app``
+    and a coturn the browsers relay through) until Ctrl-C or SIGTERM, then stop all of it."""
     import shutil
     import signal
     import threading
 
-    from webrtc_ref.cluster import HAPROXY_HINT, Cluster
+    from webrtc_ref.cluster import COTURN_HINT, HAPROXY_HINT, Cluster
 
-    if shutil.which("haproxy") is None:
-        print(f"webrtc-ref: error: {HAPROXY_HINT}", file=sys.stderr)
-        return 2
     if replicas < 1:
         print(f"webrtc-ref: error: --replicas must be >= 1; got {replicas}", file=sys.stderr)
         return 2
+    if not 0 < port < 65536:
+        print(f"webrtc-ref: error: --port must be 1-65535; got {port}", file=sys.stderr)
+        return 2
+    for binary, hint in (("haproxy", HAPROXY_HINT), ("turnserver", COTURN_HINT)):
+        if shutil.which(binary) is None:
+            print(f"webrtc-ref: error: {hint}", file=sys.stderr)
+            return 2
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Cluster(app, replicas=replicas, port=port, loopback_ice=False) as running:
-        names = ", ".join(f"{m.name} on :{m.port}" for m in running.members)
-        print(f"webrtc-ref {__version__}: {app!r} x{replicas} ({names}) on {running.url}")
-        print("Ctrl-C stops HAProxy and every replica.")
-        try:
+
+    def on_sigterm(*_: object) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with Cluster(app, replicas=replicas, port=port, turn=True) as running:
+            names = ", ".join(
+                f"{m.name} on :{m.port} (pid {m.process.pid})" for m in running.members
+            )
+            assert running.turn_server is not None and running.balancer is not None
+            print(f"webrtc-ref {__version__}: {app!r} x{replicas}: {names}")
+            print(
+                f"HAProxy (pid {running.balancer.pid}); media relayed by coturn at "
+                f"{running.turn_server.url} (pid {running.turn_server.process.pid})"
+            )
+            print(f"Open {running.url}/ (Ctrl-C stops everything)", flush=True)
             stop.wait()
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print("webrtc-ref: cluster stopped", flush=True)
     return 0
 
 

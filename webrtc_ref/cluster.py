@@ -11,8 +11,16 @@ survivor). Media never passes through HAProxy: the answer carries the replica's 
 candidates.
 
 - :func:`haproxy_config`: the configuration, as docs/deployment.md shows it.
-- :class:`Cluster`: starts N replicas (``python -m webrtc_ref.cluster``) and HAProxy on
-  127.0.0.1, waits until each answers, stops everything it started (by pid) on exit.
+- :class:`Cluster`: starts N replicas (``python -m webrtc_ref.cluster``), HAProxy and
+  (``turn=True``) a coturn on 127.0.0.1, waits until each answers, stops everything it
+  started (by pid) on exit.
+- Media through coturn (``turn=True``): coturn takes TURN REST credentials
+  (``use-auth-secret``) made with a secret drawn at random for the run; each replica gets
+  the secret and coturn's URL in ``WEBRTC_REF_TURN_SECRET`` / ``WEBRTC_REF_TURN_URLS``
+  (the environment, never a command line) and gives every WebRTC component of its app
+  that has no ``rtc_configuration`` of its own a per-connection one
+  (:func:`relay_through_turn`): relay-only for the browser, with credentials minted for
+  that connection. The secret never reaches a browser.
 - ``python -m webrtc_ref.cluster --app APP --name NAME --port PORT``: one replica; ``APP``
   is a demo name (``webrtc-ref demo --list``) or ``module:function`` returning a
   ``gr.Blocks``. The replica's name is in ``WEBRTC_REF_REPLICA`` for the app to read.
@@ -27,6 +35,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -40,15 +49,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from webrtc_ref.testing import Coturn
 
 #: The cookie HAProxy inserts to pin a browser to its replica.
 COOKIE = "webrtc_ref_replica"
 #: Environment variable holding a replica's name, for the app to read.
 REPLICA_ENV = "WEBRTC_REF_REPLICA"
+#: Environment variables giving a replica the TURN REST secret and coturn's URLs
+#: (comma-separated), for :func:`relay_through_turn`.
+TURN_SECRET_ENV = "WEBRTC_REF_TURN_SECRET"
+TURN_URLS_ENV = "WEBRTC_REF_TURN_URLS"
+#: Lifetime (seconds) of the TURN credentials a replica mints for each connection.
+TURN_TTL = 600.0
 HAPROXY_HINT = (
     "HAProxy is needed for a cluster: install Debian's haproxy (apt-get install haproxy) "
     "or put an haproxy binary on PATH"
+)
+COTURN_HINT = (
+    "coturn is needed for a cluster's media: install Debian's coturn (apt-get install coturn) "
+    "or put a turnserver binary on PATH"
 )
 
 
@@ -160,6 +182,8 @@ class Cluster:
     was given. ``env`` is added to each replica's environment (e.g. a TURN secret: it is
     never on a command line). ``loopback_ice``: the replicas gather ICE host candidates on
     127.0.0.1 only (their private network here: every browser runs on this machine).
+    ``turn``: also start a coturn first (see the module docstring) and have the replicas
+    send browsers through it, relay-only; :attr:`turn_server` is it once started.
     """
 
     app: str
@@ -171,8 +195,10 @@ class Cluster:
     startup_timeout: float = 60.0
     grace: float = 10.0
     haproxy: str | None = None
+    turn: bool = False
     members: list[Replica] = field(default_factory=list, init=False)
     balancer: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    turn_server: Coturn | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.replicas, int) or isinstance(self.replicas, bool):
@@ -180,6 +206,7 @@ class Cluster:
         if self.replicas < 1:
             raise ValueError(f"replicas must be an int >= 1; got {self.replicas!r}")
         self._own_workdir = self.workdir is None
+        self._turn_stack = contextlib.ExitStack()
 
     @property
     def url(self) -> str:
@@ -205,14 +232,31 @@ class Cluster:
         self.stop()
 
     def start(self) -> None:
-        """Start the replicas, then HAProxy; wait until all answer."""
+        """Start coturn (``turn``), the replicas, then HAProxy; wait until all answer.
+
+        Raises ``RuntimeError`` (with how to install it) when haproxy, or with ``turn``
+        coturn's ``turnserver``, is missing, before starting anything."""
         haproxy = self.haproxy or shutil.which("haproxy")
         if haproxy is None:
             raise RuntimeError(HAPROXY_HINT)
+        if self.turn and shutil.which("turnserver") is None:
+            raise RuntimeError(COTURN_HINT)
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="webrtc-ref-cluster-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
+            if self.turn:
+                from webrtc_ref.testing import coturn
+
+                secret = secrets.token_urlsafe(24)
+                self.turn_server = self._turn_stack.enter_context(
+                    coturn(self.workdir / "coturn", secret=secret)
+                )
+                self.env = {
+                    **self.env,
+                    TURN_SECRET_ENV: secret,
+                    TURN_URLS_ENV: self.turn_server.url,
+                }
             for index in range(self.replicas):
                 self.members.append(self._spawn_replica(f"r{index + 1}"))
             deadline = time.monotonic() + self.startup_timeout
@@ -320,7 +364,8 @@ class Cluster:
         return states
 
     def stop(self) -> None:
-        """Stop HAProxy and every replica (by pid), then remove an own work directory."""
+        """Stop HAProxy, every replica and coturn (by pid), then remove an own work
+        directory. Safe to call twice."""
         processes = [m.process for m in self.members]
         if self.balancer is not None:
             processes.insert(0, self.balancer)
@@ -336,6 +381,7 @@ class Cluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
+        self._turn_stack.close()
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -352,6 +398,33 @@ def load_app(spec: str) -> Any:
             f"app must be a demo name ({', '.join(DEMOS)}) or module:function; got {spec!r}"
         )
     return getattr(importlib.import_module(module), function)()
+
+
+def relay_through_turn(
+    app: Any, secret: str, urls: Sequence[str], *, user: str = "webrtc-ref"
+) -> int:
+    """Give every WebRTC component of ``app`` (a ``gr.Blocks``) that has no
+    ``rtc_configuration`` of its own a per-connection one: relay-only through the TURN
+    servers at ``urls``, with TURN REST credentials made with ``secret`` for each connection
+    (valid :data:`TURN_TTL` s, ``user`` in the username). Returns how many components it
+    configured. Call it before the app is launched (the page reads it)."""
+    from webrtc_ref.component import WebRTC, _rtc_source
+    from webrtc_ref.ice import turn_rest_configuration
+
+    minter = turn_rest_configuration(
+        secret, urls, ttl=TURN_TTL, user=user, ice_transport_policy="relay"
+    )
+    configured = 0
+    for block in app.blocks.values():
+        if isinstance(block, WebRTC) and block._rtc_source is None and not block.rtc_configuration:
+            # As if built with WebRTC(rtc_configuration=minter): the page asks per connection,
+            # and a copy Gradio rebuilds from the constructor arguments does too.
+            block._rtc_source = _rtc_source(minter)
+            block.props["rtc_configuration_per_connection"] = True
+            if block._constructor_args:
+                block._constructor_args[0]["rtc_configuration"] = minter
+            configured += 1
+    return configured
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -375,6 +448,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ[REPLICA_ENV] = args.name
     app = load_app(args.app)
+    secret = os.environ.pop(TURN_SECRET_ENV, "")
+    urls = [u for u in os.environ.get(TURN_URLS_ENV, "").split(",") if u]
+    if secret and urls:
+        relay_through_turn(app, secret, urls, user=args.name)
     print(f"replica {args.name}: {args.app} on http://{args.host}:{args.port}", flush=True)
     with contextlib.ExitStack() as stack:
         if args.agent_port is not None:
