@@ -408,7 +408,7 @@ def relay_through_turn(
     servers at ``urls``, with TURN REST credentials made with ``secret`` for each connection
     (valid :data:`TURN_TTL` s, ``user`` in the username). Returns how many components it
     configured. Call it before the app is launched (the page reads it)."""
-    from webrtc_ref.component import WebRTC, _rtc_source
+    from webrtc_ref.component import WebRTC
     from webrtc_ref.ice import turn_rest_configuration
 
     minter = turn_rest_configuration(
@@ -417,12 +417,7 @@ def relay_through_turn(
     configured = 0
     for block in app.blocks.values():
         if isinstance(block, WebRTC) and block._rtc_source is None and not block.rtc_configuration:
-            # As if built with WebRTC(rtc_configuration=minter): the page asks per connection,
-            # and a copy Gradio rebuilds from the constructor arguments does too.
-            block._rtc_source = _rtc_source(minter)
-            block.props["rtc_configuration_per_connection"] = True
-            if block._constructor_args:
-                block._constructor_args[0]["rtc_configuration"] = minter
+            block.set_rtc_configuration_function(minter)
             configured += 1
     return configured
 

@@ -696,6 +696,28 @@ class WebRTC(gr.HTML):
         if self._constructor_args:
             self._constructor_args[0]["_stream_origin"] = _stream_origin or self
 
+    def set_rtc_configuration_function(self, rtc_configuration: Callable[..., Any]) -> None:
+        """Make this component's ICE configuration per connection, as if it had been built
+        with ``WebRTC(rtc_configuration=fn)``: the page holds none, each connection asks the
+        ``rtc_config`` server function, which calls ``rtc_configuration`` (a function or an
+        ``RTCConfigurationSource``). For code that configures an app it did not build
+        (``webrtc_ref.cluster`` routes a replica's browsers through its TURN servers). Call
+        it before the app is launched (the page reads the props at load), from the thread
+        that built the app. Raises ``ValueError`` for a value that is not callable."""
+        if rtc_configuration is None or isinstance(rtc_configuration, dict):
+            raise ValueError(
+                "set_rtc_configuration_function takes a function returning a configuration "
+                f"for each connection; got {rtc_configuration!r} (pass a dict to the "
+                "constructor instead)"
+            )
+        self._rtc_source = _rtc_source(rtc_configuration)
+        self.rtc_configuration = None
+        self.props["rtc_configuration"] = None
+        self.props["rtc_configuration_per_connection"] = True
+        # Gradio rebuilds a component from its constructor arguments on gr.update(...).
+        if self._constructor_args:
+            self._constructor_args[0]["rtc_configuration"] = rtc_configuration
+
     def _browser_props(self) -> dict[str, Any]:
         """The options the browser client reads from ``props``."""
         return {

@@ -538,6 +538,28 @@ async def test_the_function_is_called_once_per_request_over_http(app_with: Any) 
         await http.aclose()
 
 
+async def test_a_function_set_after_construction_is_used_per_connection() -> None:
+    """set_rtc_configuration_function on a built component: the page's props say per
+    connection and hold no configuration, and rtc_config calls the function."""
+    fn = counting(lambda: GOOD)
+    with gr.Blocks() as demo:
+        webrtc = WebRTC(rtc_configuration={"iceServers": []})
+        webrtc.stream(echo, inputs=[webrtc], outputs=[webrtc])
+    with pytest.raises(ValueError, match="set_rtc_configuration_function takes a function"):
+        webrtc.set_rtc_configuration_function({"iceServers": []})  # type: ignore[arg-type]
+    webrtc.set_rtc_configuration_function(fn)
+    with launched(demo) as url:
+        http = GradioApp(url)
+        try:
+            props = (await http.component(webrtc._id))["props"]["props"]
+            assert props.get("rtc_configuration") is None
+            assert props["rtc_configuration_per_connection"] is True
+            reply = await http.server_fn(webrtc._id, "rtc_config", {"webrtc_id": "a"}, "s1")
+            assert reply.body == {"rtc_configuration": GOOD} and fn.calls == 1
+        finally:
+            await http.aclose()
+
+
 async def test_no_credentials_are_minted_for_an_offer_that_would_be_refused(
     app_with: Any, closing: list[ClientPeer]
 ) -> None:
