@@ -89,16 +89,16 @@ MAX_EARLY_IDS = 256
 EARLY_CANDIDATE_TTL = 10.0
 #: Seconds between keep-alive comments on an idle output stream.
 SSE_KEEPALIVE = 15.0
-#: Keys of fastrtc's ``ui_args``: ``title``, ``subtitle`` and ``hide_title`` are used,
-#: the others (styling of fastrtc's own component) are accepted and ignored.
-UI_ARGS_USED = ("title", "subtitle", "hide_title")
+#: Keys of fastrtc's ``ui_args``: ``title``, ``subtitle``, ``hide_title`` and
+#: ``full_screen`` (the component's full-screen toggle) are used, the others (styling of
+#: fastrtc's own component) are accepted and ignored.
+UI_ARGS_USED = ("title", "subtitle", "hide_title", "full_screen")
 UI_ARGS_IGNORED = (
     "icon",
     "icon_button_color",
     "pulse_color",
     "icon_radius",
     "send_input_on",
-    "full_screen",
 )
 _PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 
@@ -251,8 +251,8 @@ class Stream:
             (a dict, or a function called per connection; see docs/turn.md).
         server_rtc_configuration: ICE servers for the server's own peer connections.
         track_constraints: ``getUserMedia`` constraints for the UI.
-        ui_args: ``{"title": ..., "subtitle": ..., "hide_title": bool}`` for the UI;
-            fastrtc's styling keys are accepted and ignored.
+        ui_args: ``{"title": ..., "subtitle": ..., "hide_title": bool, "full_screen":
+            bool}`` for the UI; fastrtc's styling keys are accepted and ignored.
         max_offer_bytes, max_pending_per_address, shutdown_timeout, jitter_buffer,
         output_buffer_s: as on :class:`WebRTC`; they bound the routes as they bound the UI.
 
@@ -331,6 +331,7 @@ class Stream:
             shutdown_timeout=shutdown_timeout,
             jitter_buffer=jitter_buffer,
             output_buffer_s=output_buffer_s,
+            full_screen=self.ui_args.get("full_screen"),
             render=False,
         )
         self._ui = self._build_ui(concurrency_limit)

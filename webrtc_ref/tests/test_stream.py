@@ -448,6 +448,9 @@ def test_stream_options_are_checked_early() -> None:
         Stream(video_fn, mode="sideways")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ui_args"):
         Stream(video_fn, ui_args={"colour": "red"})
+    with pytest.raises(ValueError, match="full_screen"):
+        Stream(video_fn, ui_args={"full_screen": "yes"})
+    assert Stream(video_fn, ui_args={"full_screen": False}).webrtc_component.full_screen is False
     stream = Stream(video_fn, ui_args={"title": "Flip", "icon": "x.png"})
     with pytest.raises(ValueError, match="path"):
         stream.mount(FastAPI(), path="api/")
