@@ -18,7 +18,9 @@ server's ``shutdown_timeout``:
   :data:`DEFAULT_DRAIN_GRACE`; :func:`set_drain_grace`), or until no connection is left
   if that comes first, and is then turned into ``KeyboardInterrupt``, exactly like Ctrl-C,
   so the path above runs and closes what is left with ``server_shutdown``. A second
-  SIGTERM during the grace, or a grace of 0, stops at once; Ctrl-C (SIGINT) never drains;
+  SIGTERM during the grace, or a grace of 0, stops at once; Ctrl-C (SIGINT) never drains.
+  A ``uvicorn.Server`` passed to :func:`watch_uvicorn` drains the same way under the
+  signal handler uvicorn installs (the drain's end tells uvicorn to exit);
 - **interpreter exit** (``atexit``): connections still open (an app launched with
   ``prevent_thread_lock=True`` whose script ends) are closed on their loop if it still
   runs; otherwise their handlers are shut down directly.
@@ -35,6 +37,7 @@ import os
 import signal
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -160,10 +163,14 @@ async def run_loop_hooks(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def watch_uvicorn(uvicorn_server: Any) -> None:
-    """Close this loop's connections when ``uvicorn_server`` (Gradio's) shuts down.
+    """Close this loop's connections when ``uvicorn_server`` (Gradio's, or one serving a
+    mounted ``Stream``) shuts down, and drain on SIGTERM first.
 
     Wraps the instance's ``shutdown`` coroutine, which uvicorn awaits on its loop once it
-    was told to exit, before it stops serving; idempotent.
+    was told to exit, before it stops serving; and its ``handle_exit``, the signal handler
+    uvicorn installs when it runs in the main thread (``uvicorn.Server.run``), so that the
+    first SIGTERM drains as described in the module docstring before uvicorn is told to
+    exit. Idempotent.
     """
     if uvicorn_server is None or not callable(getattr(uvicorn_server, "shutdown", None)):
         return
@@ -181,6 +188,22 @@ def watch_uvicorn(uvicorn_server: Any) -> None:
         return await original(*args, **kwargs)
 
     uvicorn_server.shutdown = shutdown
+    original_exit = getattr(uvicorn_server, "handle_exit", None)
+    if callable(original_exit):
+
+        def handle_exit(sig: int, frame: Any) -> None:
+            # uvicorn's own signal handler (when it runs in the main thread): SIGTERM
+            # drains first, as under demo.launch(); SIGINT and a second SIGTERM stop now.
+            if sig == getattr(signal, "SIGTERM", None):
+                step = _sigterm_step()
+                if step == "ignore":
+                    return
+                if step == "drain":
+                    _stop_after_drain_in_thread(drain_all(), lambda: original_exit(sig, None))
+                    return
+            original_exit(sig, frame)
+
+        uvicorn_server.handle_exit = handle_exit
 
 
 def install_signal_handlers() -> None:
@@ -196,13 +219,15 @@ def install_signal_handlers() -> None:
     signal.signal(sigterm, _on_sigterm)
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def _sigterm_step() -> str:
+    """Advance SIGTERM's state for one more SIGTERM: ``"ignore"`` (already stopping),
+    ``"stop"`` (stop now) or ``"drain"`` (the first one: draining has begun)."""
     global _term_state
     with _term_lock:
         state = _term_state
         if state == "stopping":
             log.info("SIGTERM: already stopping")
-            return
+            return "ignore"
         try:
             grace = drain_grace()
         except ValueError as exc:
@@ -212,29 +237,53 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         _term_state = "stopping" if stopping else "draining"
     if stopping:
         log.info("SIGTERM: closing the streams and stopping, as for Ctrl-C")
-        raise KeyboardInterrupt
-    futures = drain_all()
+        return "stop"
     log.info(
         "SIGTERM: draining (new streams are refused) for up to %g s, then stopping; "
         "a second SIGTERM stops at once",
         grace,
     )
-    threading.Thread(
-        target=_stop_after_drain, args=(futures, grace), name="webrtc-ref-drain", daemon=True
-    ).start()
+    return "drain"
 
 
-def _stop_after_drain(futures: list[concurrent.futures.Future[None]], grace: float) -> None:
-    """The drain's end (every connection gone, or the grace over) stops the process the
-    way a second SIGTERM does: the main thread gets ``KeyboardInterrupt``."""
-    global _term_state
-    concurrent.futures.wait(futures, timeout=grace)
-    with _term_lock:
-        if _term_state != "draining":
-            return  # a second signal stopped it already
-        _term_state = "stop_requested"
-    log.info("SIGTERM drain over: stopping")
+def _on_sigterm(signum: int, frame: Any) -> None:
+    step = _sigterm_step()
+    if step == "stop":
+        raise KeyboardInterrupt
+    if step == "drain":
+        _stop_after_drain_in_thread(drain_all(), _resend_sigterm)
+
+
+def _resend_sigterm() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stop_after_drain_in_thread(
+    futures: list[concurrent.futures.Future[None]], stop: Callable[[], None]
+) -> None:
+    """When the drain ends (every connection gone, or the grace over), call ``stop`` from
+    a thread of its own, unless a second signal stopped the process meanwhile."""
+    grace = drain_grace_or_zero()
+
+    def wait_then_stop() -> None:
+        global _term_state
+        concurrent.futures.wait(futures, timeout=grace)
+        with _term_lock:
+            if _term_state != "draining":
+                return  # a second signal stopped it already
+            _term_state = "stop_requested"
+        log.info("SIGTERM drain over: stopping")
+        stop()
+
+    threading.Thread(target=wait_then_stop, name="webrtc-ref-drain", daemon=True).start()
+
+
+def drain_grace_or_zero() -> float:
+    """:func:`drain_grace`, or 0 when the environment's value is not usable."""
+    try:
+        return drain_grace()
+    except ValueError:
+        return 0.0
 
 
 def _at_exit() -> None:

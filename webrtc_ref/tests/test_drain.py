@@ -310,3 +310,75 @@ async def test_sigterm_stops_at_the_grace_or_at_a_second_signal(
             await peer.close()
             for s in (session, probing):
                 await s.aclose()
+
+
+# -- SIGTERM in a uvicorn-served app (a mounted Stream) ----------------------------------
+
+
+#: ``webrtc-ref serve`` as a child process (the console script may not be on PATH).
+SERVE = "import sys; from webrtc_ref.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.slow
+async def test_sigterm_drains_a_stream_served_by_uvicorn(tmp_path: Path) -> None:
+    """``webrtc-ref serve`` (uvicorn in the main thread, which installs its own signal
+    handlers): the first SIGTERM refuses new offers with server_draining while the live
+    session keeps its echo; a second one stops the process."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from webrtc_ref.testing import free_port
+
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, lifecycle.DRAIN_GRACE_ENV: "60", "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVE, "serve", "echo-audio", "--port", str(port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    base = f"http://127.0.0.1:{port}"
+    peer = ClientPeer(send=ToneAudioTrack(440.0))
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+
+            async def up() -> bool:
+                try:
+                    return (await http.get("/")).status_code == 200
+                except httpx.HTTPError:
+                    return proc.poll() is not None
+
+            await async_wait_until(up, 60, "uvicorn to serve")
+            assert proc.poll() is None, log_path.read_text(errors="replace")
+
+            async def signal_(body: dict[str, str]) -> dict[str, Any]:
+                return dict((await http.post("/webrtc/offer", json=body)).json())
+
+            assert (await peer.connect(signal_)).get("type") == "answer"
+            await peer.wait_connected()
+            await echoes(peer, 440.0)
+            proc.send_signal(signal.SIGTERM)
+
+            async def draining() -> bool:
+                attempt = ClientPeer(send=ToneAudioTrack(660.0))
+                try:
+                    reply = await signal_(await attempt.offer_body())
+                finally:
+                    await attempt.close()
+                return failure_code(reply) == SERVER_DRAINING
+
+            await async_wait_until(draining, 10, "new offers to get server_draining")
+            await echoes(peer, 440.0)
+            assert proc.poll() is None, "the server stopped while a session was live"
+            proc.send_signal(signal.SIGTERM)
+            await async_wait_until(lambda: proc.poll() is not None, EXIT_BOUND_S, "the exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await peer.close()
