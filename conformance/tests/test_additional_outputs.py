@@ -175,7 +175,7 @@ def _two_users_plan() -> Plan:
 
 
 @pytest.fixture(scope="module")
-def output_sessions(adapter: Adapter) -> Recordings:
+def output_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
     return record_all(
         adapter,
         {
@@ -184,6 +184,7 @@ def output_sessions(adapter: Adapter) -> Recordings:
             "audio": _audio_and_outputs_plan(),
             "two-users": _two_users_plan(),
         },
+        request,
     )
 
 

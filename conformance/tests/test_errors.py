@@ -111,7 +111,7 @@ def _generator_error_plan() -> Plan:
 
 
 @pytest.fixture(scope="module")
-def error_sessions(adapter: Adapter) -> Recordings:
+def error_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
     return record_all(
         adapter,
         {
@@ -119,6 +119,7 @@ def error_sessions(adapter: Adapter) -> Recordings:
             "bad-output": _bad_output_plan(),
             "generator": _generator_error_plan(),
         },
+        request,
     )
 
 

@@ -122,7 +122,7 @@ def _blocked_loop_plan() -> Plan:
 
 
 @pytest.fixture(scope="module")
-def handler_sessions(adapter: Adapter) -> Recordings:
+def handler_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
     return record_all(
         adapter,
         {
@@ -130,13 +130,14 @@ def handler_sessions(adapter: Adapter) -> Recordings:
             "idle": _idle_plan(),
             "blocked-loop": _blocked_loop_plan(),
         },
+        request,
     )
 
 
 @pytest.fixture(scope="module")
-def blocking_sessions(adapter: Adapter) -> Recordings:
+def blocking_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
     """Eight blocking echo handlers at once (recorded alone: it is CPU-heavy)."""
-    return record_all(adapter, {"eight": _blocking_echo_plan()})
+    return record_all(adapter, {"eight": _blocking_echo_plan()}, request)
 
 
 @pytest.mark.requirement("HND-001")

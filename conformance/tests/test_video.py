@@ -204,7 +204,7 @@ def _two_users_plan() -> Plan:
 
 
 @pytest.fixture(scope="module")
-def video_sessions(adapter: Adapter) -> Recordings:
+def video_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
     return record_all(
         adapter,
         {
@@ -215,13 +215,14 @@ def video_sessions(adapter: Adapter) -> Recordings:
             "send": _send_plan(),
             "none": _none_plan(),
         },
+        request,
     )
 
 
 @pytest.fixture(scope="module")
-def timing_sessions(adapter: Adapter) -> Recordings:
+def timing_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
     """Timing-sensitive sessions, recorded apart from the others."""
-    return record_all(adapter, {"slow": _slow_plan(), "two-users": _two_users_plan()})
+    return record_all(adapter, {"slow": _slow_plan(), "two-users": _two_users_plan()}, request)
 
 
 # -- tests ---------------------------------------------------------------------------------------

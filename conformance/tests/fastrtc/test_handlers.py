@@ -479,7 +479,9 @@ def _blocked_async_loop_plan(fapi: FastrtcApi) -> Plan:
 
 
 @pytest.fixture(scope="module")
-def handler_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
+def handler_sessions(
+    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
+) -> Recordings:
     return record_all(
         adapter,
         {
@@ -489,11 +491,14 @@ def handler_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
             "send-sync": _send_message_plan(fapi, "sync"),
             "clear-queue": _clear_queue_plan(fapi),
         },
+        request,
     )
 
 
 @pytest.fixture(scope="module")
-def lifecycle_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
+def lifecycle_sessions(
+    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
+) -> Recordings:
     return record_all(
         adapter,
         {
@@ -502,13 +507,16 @@ def lifecycle_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
             "args-sync": _args_plan(fapi, "sync"),
             "args-async": _args_plan(fapi, "async"),
         },
+        request,
     )
 
 
 @pytest.fixture(scope="module")
-def blocking_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
+def blocking_sessions(
+    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
+) -> Recordings:
     """The loop-blocking handler, recorded alone (it measures an offer's latency)."""
-    return record_all(adapter, {"blocked": _blocked_async_loop_plan(fapi)})
+    return record_all(adapter, {"blocked": _blocked_async_loop_plan(fapi)}, request)
 
 
 @pytest.mark.requirement("FHND-001")

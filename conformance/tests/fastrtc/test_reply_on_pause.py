@@ -163,7 +163,9 @@ def _interrupt_plan(fapi: FastrtcApi, **kwargs: Any) -> Plan:
 
 
 @pytest.fixture(scope="module")
-def startup_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
+def startup_sessions(
+    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
+) -> Recordings:
     adapter.require("reply_on_pause")
     return record_all(
         adapter,
@@ -172,11 +174,14 @@ def startup_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
             "startup-inputs": _startup_plan(fapi, with_inputs=True),
             "trigger": _trigger_plan(fapi),
         },
+        request,
     )
 
 
 @pytest.fixture(scope="module")
-def interrupt_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
+def interrupt_sessions(
+    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
+) -> Recordings:
     adapter.require("reply_on_pause")
     return record_all(
         adapter,
@@ -184,6 +189,7 @@ def interrupt_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
             "interrupt-true": _interrupt_plan(fapi, can_interrupt=True),
             "interrupt-default": _interrupt_plan(fapi),
         },
+        request,
     )
 
 
