@@ -12,13 +12,11 @@ runs on the requirements it violates, which must all fail.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -366,87 +364,6 @@ def test_skew_of_a_bare_aiortc_relay_is_its_audio_jitter_buffer() -> None:
     assert 0.030 <= skew.percentile(50) <= 0.120, skew.summary()
 
 
-# -- selective runs record what their tests read ----------------------------------------------
-
-READS_MODULE = """
-import json, os
-import pytest
-from conformance.recording import Recordings, plans_read, running
-
-PLANS = {"a": 1, "b": 2, "rate-16": 3, "rate-48": 4, "other": 5}
-
-
-@pytest.fixture(autouse=True)
-def _checked(request):
-    with running(request.node):
-        yield
-
-
-@pytest.fixture(scope="module")
-def recs(request):
-    chosen = plans_read(request, PLANS)
-    with open(os.environ["CHOSEN"], "w") as out:
-        json.dump(sorted(chosen), out)
-    return Recordings(dict(chosen), "recs")
-
-
-def helper(recordings, name):
-    return recordings[name]
-
-
-def lying_helper(recordings, name):
-    return recordings["a"]
-
-
-def test_literal(recs):
-    assert recs["a"] == 1
-
-
-def test_helper(recs):
-    assert helper(recs, "b") == 2
-
-
-@pytest.mark.parametrize("rate", [16, 48])
-def test_rate(recs, rate):
-    assert recs[f"rate-{rate}"] in (3, 4)
-
-
-def test_iterated(recs):
-    assert [recs[name] for name in ("other",)] == [5]
-
-
-def test_lying(recs):
-    lying_helper(recs, "b")
-"""
-
-
-@pytest.mark.parametrize(
-    ("selection", "chosen", "passes"),
-    [
-        ("test_literal", ["a"], True),
-        ("test_helper or test_rate", ["b", "rate-16", "rate-48"], True),
-        ("test_rate and 16", ["rate-16"], True),
-        ("test_iterated", ["a", "b", "other", "rate-16", "rate-48"], True),
-        ("test_literal or test_iterated", ["a", "b", "other", "rate-16", "rate-48"], True),
-        ("test_lying", ["b"], False),
-    ],
-)
-def test_a_selective_run_records_what_its_tests_read(
-    tmp_path: Path, selection: str, chosen: list[str], passes: bool
-) -> None:
-    """Recordings are made for the plans the selected tests read (by subscript, by a
-    helper taking the key, by a parametrized f-string), every plan for a test that reads
-    them otherwise, and a test reading what its source does not name fails."""
-    module = tmp_path / "test_reads.py"
-    module.write_text(READS_MODULE, encoding="utf-8")
-    process = _pytest(str(module), "-k", selection, env={"CHOSEN": str(tmp_path / "c")})
-    output, _ = process.communicate(timeout=120)
-    assert json.loads((tmp_path / "c").read_text(encoding="utf-8")) == chosen, output
-    assert (process.returncode == 0) is passes, output
-    if not passes:
-        assert "reads recording 'a' of recs, but its source reads only ['b']" in output, output
-
-
 # -- the suite can fail ------------------------------------------------------------------------
 
 
@@ -467,10 +384,9 @@ def fauxmplementation_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str
     of ``broken`` alone on the requirements it should fail, and two runs with bad
     expectation files; return their reports and outputs.
 
-    The null run and the expectation runs are light and start together; the broken run
-    follows alone, then the defect runs, a few at a time, so that real-time requirements
-    are not measured on a machine the runs themselves overload. A defect run records only
-    the sessions its selected tests read (see :func:`conformance.recording.plans_read`).
+    The null run and the expectation runs are light and start together with the broken
+    run; the defect runs follow, a few at a time, so that real-time requirements are not
+    measured on a machine the runs themselves overload.
     """
     from conformance.adapters.broken import DEFECTS
 
@@ -517,34 +433,21 @@ def fauxmplementation_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str
             "conformance/tests", "--impl=broken", f"--conformance-report={out / 'broken'}.json"
         ),
     )
-    # the defect runs, PARALLEL_DEFECT_RUNS at a time, the ones selecting most requirements
-    # first, so that no long run starts last while the other worker idles
-    pending = sorted(DEFECTS.items(), key=lambda defect: -len(defect[1][1]))
-
-    def defect_run(name: str, ids: tuple[str, ...]) -> None:
-        started = time.monotonic()
-        collect(
-            f"defect:{name}",
-            _pytest(
+    pending = list(DEFECTS.items())
+    while pending:
+        batch, pending = pending[:PARALLEL_DEFECT_RUNS], pending[PARALLEL_DEFECT_RUNS:]
+        started = {
+            f"defect:{name}": _pytest(
                 "conformance/tests",
                 "--impl=broken",
                 f"--requirement={','.join(ids)}",
                 f"--conformance-report={out / ('defect-' + name)}.json",  # see collect()
                 env={"WEBRTC_REF_BROKEN_DEFECTS": name},
-            ),
-        )
-        runs[f"defect:{name}"]["seconds"] = time.monotonic() - started
-
-    started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(PARALLEL_DEFECT_RUNS) as pool:
-        for future in [pool.submit(defect_run, name, ids) for name, (_, ids) in pending]:
-            future.result()
-    seconds = {name: runs[f"defect:{name}"]["seconds"] for name in DEFECTS}
-    slowest = sorted(seconds, key=seconds.__getitem__, reverse=True)[:5]
-    print(
-        f"{len(DEFECTS)} defect runs in {time.monotonic() - started:.0f} s; slowest: "
-        + ", ".join(f"{name} {seconds[name]:.0f} s" for name in slowest)
-    )
+            )
+            for name, (_, ids) in batch
+        }
+        for name, process in started.items():
+            collect(name, process)
     return runs
 
 

@@ -5,20 +5,11 @@ The plans are in :mod:`conformance.sessions`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from conformance.adapters import Adapter
-from conformance.recording import Recordings, record_all, running
+from conformance.recording import Recordings, record_all
 from conformance.sessions import audio_plans, rop_plans
-
-
-@pytest.fixture(autouse=True)
-def _reads_checked(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Recordings read by the test are checked against what its source says it reads."""
-    with running(request.node):
-        yield
 
 
 @pytest.fixture(autouse=True)
@@ -29,19 +20,19 @@ def _fresh_state(adapter: Adapter) -> None:
 
 
 @pytest.fixture(scope="session")
-def audio_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
+def audio_sessions(adapter: Adapter) -> Recordings:
     """Audio sessions in every mode, recorded concurrently."""
-    return record_all(adapter, audio_plans(), request)
+    return record_all(adapter, audio_plans())
 
 
 @pytest.fixture(scope="session")
-def rop_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
+def rop_sessions(adapter: Adapter) -> Recordings:
     """ReplyOnPause sessions on speech fixtures, recorded concurrently.
 
     ``rop_sessions.scenarios[name]`` is the speech scenario (with ground truth) played.
     """
     adapter.require("reply_on_pause")
     plans, scenarios = rop_plans()
-    recordings = record_all(adapter, plans, request)
+    recordings = record_all(adapter, plans)
     recordings.scenarios = scenarios
     return recordings

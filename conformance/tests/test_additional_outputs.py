@@ -175,7 +175,7 @@ def _two_users_plan() -> Plan:
 
 
 @pytest.fixture(scope="module")
-def output_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
+def output_sessions(adapter: Adapter) -> Recordings:
     return record_all(
         adapter,
         {
@@ -184,7 +184,6 @@ def output_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordi
             "audio": _audio_and_outputs_plan(),
             "two-users": _two_users_plan(),
         },
-        request,
     )
 
 

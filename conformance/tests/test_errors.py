@@ -111,7 +111,7 @@ def _generator_error_plan() -> Plan:
 
 
 @pytest.fixture(scope="module")
-def error_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
+def error_sessions(adapter: Adapter) -> Recordings:
     return record_all(
         adapter,
         {
@@ -119,7 +119,6 @@ def error_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordin
             "bad-output": _bad_output_plan(),
             "generator": _generator_error_plan(),
         },
-        request,
     )
 
 

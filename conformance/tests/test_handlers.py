@@ -122,7 +122,7 @@ def _blocked_loop_plan() -> Plan:
 
 
 @pytest.fixture(scope="module")
-def handler_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
+def handler_sessions(adapter: Adapter) -> Recordings:
     return record_all(
         adapter,
         {
@@ -130,14 +130,13 @@ def handler_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Record
             "idle": _idle_plan(),
             "blocked-loop": _blocked_loop_plan(),
         },
-        request,
     )
 
 
 @pytest.fixture(scope="module")
-def blocking_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
+def blocking_sessions(adapter: Adapter) -> Recordings:
     """Eight blocking echo handlers at once (recorded alone: it is CPU-heavy)."""
-    return record_all(adapter, {"eight": _blocking_echo_plan()}, request)
+    return record_all(adapter, {"eight": _blocking_echo_plan()})
 
 
 @pytest.mark.requirement("HND-001")

@@ -204,7 +204,7 @@ def _two_users_plan() -> Plan:
 
 
 @pytest.fixture(scope="module")
-def video_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
+def video_sessions(adapter: Adapter) -> Recordings:
     return record_all(
         adapter,
         {
@@ -215,14 +215,13 @@ def video_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordin
             "send": _send_plan(),
             "none": _none_plan(),
         },
-        request,
     )
 
 
 @pytest.fixture(scope="module")
-def timing_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
+def timing_sessions(adapter: Adapter) -> Recordings:
     """Timing-sensitive sessions, recorded apart from the others."""
-    return record_all(adapter, {"slow": _slow_plan(), "two-users": _two_users_plan()}, request)
+    return record_all(adapter, {"slow": _slow_plan(), "two-users": _two_users_plan()})
 
 
 # -- tests ---------------------------------------------------------------------------------------

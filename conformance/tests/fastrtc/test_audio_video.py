@@ -263,9 +263,7 @@ def _outputs_plan() -> Plan:
 
 
 @pytest.fixture(scope="module")
-def av_sessions(
-    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
-) -> dict[str, Recordings]:
+def av_sessions(adapter: Adapter, fapi: FastrtcApi) -> dict[str, Recordings]:
     """The sync echo, two clients of the async echo, and AdditionalOutputs, recorded one
     after the other: an audio-video session runs four VP8 codecs and two Opus ones in
     the suite's process, and three at once would starve each other's video."""
@@ -274,21 +272,19 @@ def av_sessions(
         "copies": _copies_plan(),
         "outputs": _outputs_plan(),
     }
-    return {name: record_all(adapter, {name: plan}, request) for name, plan in plans.items()}
+    return {name: record_all(adapter, {name: plan}) for name, plan in plans.items()}
 
 
 @pytest.fixture(scope="module")
-def async_session(adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest) -> Recordings:
+def async_session(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
     """The docs' async echo, recorded alone with RTP timing (FAV-007 measures it)."""
     return record_all(
-        adapter,
-        {"async": _echo_plan(lambda api, probe: async_echo(api, probe), timed=True)},
-        request,
+        adapter, {"async": _echo_plan(lambda api, probe: async_echo(api, probe), timed=True)}
     )
 
 
 @pytest.fixture(scope="module")
-def slow_session(adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest) -> Recordings:
+def slow_session(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
     """The sync echo with a slow video_receive, recorded alone with RTP timing (FAV-006)."""
     return record_all(
         adapter,
@@ -298,7 +294,6 @@ def slow_session(adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequ
                 timed=True,
             )
         },
-        request,
     )
 
 

@@ -207,9 +207,7 @@ def _webrtc_error_plan(fapi: FastrtcApi) -> Plan:
 
 
 @pytest.fixture(scope="module")
-def control_sessions(
-    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
-) -> Recordings:
+def control_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
     return record_all(
         adapter,
         {
@@ -217,16 +215,13 @@ def control_sessions(
             "warning": _warning_plan(fapi),
             "webrtc-error": _webrtc_error_plan(fapi),
         },
-        request,
     )
 
 
 @pytest.fixture(scope="module")
-def close_reply_sessions(
-    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
-) -> Recordings:
+def close_reply_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
     adapter.require("reply_on_pause")
-    return record_all(adapter, {"close-reply": _close_reply_plan(fapi)}, request)
+    return record_all(adapter, {"close-reply": _close_reply_plan(fapi)})
 
 
 def _closed_after_audio(recording: Any, played: float) -> None:
@@ -301,19 +296,11 @@ def test_webrtc_error_is_shown_verbatim(control_sessions: Recordings) -> None:
 
 
 @pytest.mark.requirement("FMSG-005")
-@pytest.mark.parametrize(
-    ("kind", "session"),
-    [
-        pytest.param("warning", "warning", id="warning"),
-        pytest.param("error", "webrtc-error", id="error"),
-    ],
-)
-def test_messages_carry_their_text_in_data(
-    control_sessions: Recordings, kind: str, session: str
-) -> None:
+@pytest.mark.parametrize("kind", ["warning", "error"])
+def test_messages_carry_their_text_in_data(control_sessions: Recordings, kind: str) -> None:
     """Error and warning messages carry their text in 'data'."""
-    text = WARNING_TEXT if kind == "warning" else ERROR_TEXT
-    peer = control_sessions[session].peer
+    name, text = ("warning", WARNING_TEXT) if kind == "warning" else ("webrtc-error", ERROR_TEXT)
+    peer = control_sessions[name].peer
     bodies = [
         body
         for m in peer.messages

@@ -479,9 +479,7 @@ def _blocked_async_loop_plan(fapi: FastrtcApi) -> Plan:
 
 
 @pytest.fixture(scope="module")
-def handler_sessions(
-    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
-) -> Recordings:
+def handler_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
     return record_all(
         adapter,
         {
@@ -491,14 +489,11 @@ def handler_sessions(
             "send-sync": _send_message_plan(fapi, "sync"),
             "clear-queue": _clear_queue_plan(fapi),
         },
-        request,
     )
 
 
 @pytest.fixture(scope="module")
-def lifecycle_sessions(
-    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
-) -> Recordings:
+def lifecycle_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
     return record_all(
         adapter,
         {
@@ -507,16 +502,13 @@ def lifecycle_sessions(
             "args-sync": _args_plan(fapi, "sync"),
             "args-async": _args_plan(fapi, "async"),
         },
-        request,
     )
 
 
 @pytest.fixture(scope="module")
-def blocking_sessions(
-    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
-) -> Recordings:
+def blocking_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
     """The loop-blocking handler, recorded alone (it measures an offer's latency)."""
-    return record_all(adapter, {"blocked": _blocked_async_loop_plan(fapi)}, request)
+    return record_all(adapter, {"blocked": _blocked_async_loop_plan(fapi)})
 
 
 @pytest.mark.requirement("FHND-001")

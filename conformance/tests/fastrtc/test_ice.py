@@ -72,8 +72,8 @@ def _ice_plan(kind: str) -> Plan:
 
 
 @pytest.fixture(scope="module")
-def ice_sessions(adapter: Adapter, request: pytest.FixtureRequest) -> Recordings:
-    return record_all(adapter, {"sync": _ice_plan("sync"), "async": _ice_plan("async")}, request)
+def ice_sessions(adapter: Adapter) -> Recordings:
+    return record_all(adapter, {"sync": _ice_plan("sync"), "async": _ice_plan("async")})
 
 
 def _per_connection(recording: Any) -> None:

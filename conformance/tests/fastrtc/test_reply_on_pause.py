@@ -163,9 +163,7 @@ def _interrupt_plan(fapi: FastrtcApi, **kwargs: Any) -> Plan:
 
 
 @pytest.fixture(scope="module")
-def startup_sessions(
-    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
-) -> Recordings:
+def startup_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
     adapter.require("reply_on_pause")
     return record_all(
         adapter,
@@ -174,14 +172,11 @@ def startup_sessions(
             "startup-inputs": _startup_plan(fapi, with_inputs=True),
             "trigger": _trigger_plan(fapi),
         },
-        request,
     )
 
 
 @pytest.fixture(scope="module")
-def interrupt_sessions(
-    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
-) -> Recordings:
+def interrupt_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
     adapter.require("reply_on_pause")
     return record_all(
         adapter,
@@ -189,7 +184,6 @@ def interrupt_sessions(
             "interrupt-true": _interrupt_plan(fapi, can_interrupt=True),
             "interrupt-default": _interrupt_plan(fapi),
         },
-        request,
     )
 
 

@@ -159,20 +159,17 @@ def _fps_plan(fapi: FastrtcApi) -> Plan:
 
 
 @pytest.fixture(scope="module")
-def video_sessions(
-    adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest
-) -> Recordings:
+def video_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
     return record_all(
         adapter,
         {"every": _every_frame_plan(fapi), "fps": _fps_plan(fapi)},
-        request,
     )
 
 
 @pytest.fixture(scope="module")
-def skip_sessions(adapter: Adapter, fapi: FastrtcApi, request: pytest.FixtureRequest) -> Recordings:
+def skip_sessions(adapter: Adapter, fapi: FastrtcApi) -> Recordings:
     """The slow fn, recorded alone (it measures delays)."""
-    return record_all(adapter, {"skip": _skip_plan(fapi)}, request)
+    return record_all(adapter, {"skip": _skip_plan(fapi)})
 
 
 @pytest.mark.requirement("FVID-001")
