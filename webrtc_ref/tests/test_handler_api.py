@@ -238,7 +238,12 @@ async def test_start_up_runs_once_beside_receive_and_emit(servers: Any, peers: A
     peer = peers(send=ToneAudioTrack(440))
     await connect(server, peer)
     await peer.wait_message(lambda m: m == "ready", 5, "start_up's message")
-    assert {"type": "log", "data": "dict form"} in peer.json_messages()
+    # The dict form is sent after "ready" and may arrive a moment later.
+    await async_wait_until(
+        lambda: {"type": "log", "data": "dict form"} in peer.json_messages(),
+        5,
+        "start_up's dict-form message",
+    )
     audio = await collect_until_end(await peer.wait_remote(), limit_s=1.0)  # type: ignore[arg-type]
     assert tone_seconds(audio, 440) > 0.3
     assert peer.messages.count("ready") == 1
